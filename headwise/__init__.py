@@ -1,0 +1,34 @@
+"""headwise: attention-head-level adapters for HuggingFace transformers, PEFT-style.
+
+Importing headwise registers its methods (LoFiT, ...) with PEFT, so ``peft.get_peft_model``,
+``PeftModel.from_pretrained`` and ``AutoPeftModelForCausalLM`` know them.
+"""
+
+from .config import AdapterConfig, AdapterShapeError
+from .heads import group_by_layer, resolve_heads
+from .model import from_pretrained, get_adapter_model, trainable_parameters, wrap
+from .models import load_bundled_model
+from .registry import HeadPeftType, import_builtin_methods, register_method
+from .sites import ARCHITECTURES, HeadSite, UnsupportedArchitectureError, find_head_sites
+from .version import __version__
+
+import_builtin_methods()
+
+__all__ = [
+    "ARCHITECTURES",
+    "AdapterConfig",
+    "AdapterShapeError",
+    "HeadPeftType",
+    "HeadSite",
+    "UnsupportedArchitectureError",
+    "__version__",
+    "find_head_sites",
+    "from_pretrained",
+    "get_adapter_model",
+    "group_by_layer",
+    "load_bundled_model",
+    "register_method",
+    "resolve_heads",
+    "trainable_parameters",
+    "wrap",
+]

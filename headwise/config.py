@@ -1,0 +1,130 @@
+"""AdapterConfig: the base of every headwise method's config (a PEFT config)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from peft import PeftConfig
+
+from .heads import HeadList, resolve_heads
+from .registry import HeadPeftType
+from .version import __version__
+
+__all__ = ["AdapterConfig", "AdapterShapeError"]
+
+HeadsSpec = Union[str, list, None]
+
+_CARD_HEADING = "## Loading this headwise adapter"
+
+
+class AdapterShapeError(ValueError):
+    """An adapter does not fit the model it is attached to."""
+
+
+@dataclass
+class AdapterConfig(PeftConfig):
+    """Fields shared by all head-level adapters.
+
+    Subclasses set ``method`` to their :class:`HeadPeftType`. The model-shape fields are filled in
+    when the adapter is first attached and checked on every later attach (e.g. when loading).
+    """
+
+    method: ClassVar[HeadPeftType]
+
+    heads: HeadsSpec = field(
+        default="all",
+        metadata={"help": "Heads to adapt: a list of (layer, head) pairs (query heads), or 'all'."},
+    )
+    layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "With heads='all': only the heads of these layers. None means every layer."},
+    )
+    site_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Module path of the attention output projection with '{layer}' for the layer index, "
+            "e.g. 'model.layers.{layer}.self_attn.o_proj'. Overrides the architecture table."
+        },
+    )
+    model_type: str | None = field(default=None, metadata={"help": "Recorded: model_type of the base model."})
+    num_layers: int | None = field(default=None, metadata={"help": "Recorded: decoder layers of the base model."})
+    num_heads: int | None = field(default=None, metadata={"help": "Recorded: query heads per layer."})
+    head_dim: int | None = field(default=None, metadata={"help": "Recorded: width of one head's output."})
+    headwise_version: str = field(default=__version__, metadata={"help": "headwise version that wrote this."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = self.method
+        if self.task_type is None:
+            self.task_type = "CAUSAL_LM"
+        if isinstance(self.heads, str) and self.heads != "all":
+            raise ValueError(f"heads must be a list of (layer, head) pairs or 'all', got {self.heads!r}")
+        if isinstance(self.heads, (list, tuple)):
+            self.heads = [_as_pair(h) for h in self.heads]
+        if self.layers is not None:
+            if self.heads != "all":
+                raise ValueError("layers= selects whole layers and only goes with heads='all'")
+            self.layers = [int(layer) for layer in self.layers]
+
+    # -- model shape -------------------------------------------------------------------------
+    def check_shape(self, model_type: str | None, num_layers: int, num_heads: int, head_dim: int) -> None:
+        """Raise :class:`AdapterShapeError` if the recorded shape differs from this model's."""
+        recorded = (self.num_layers, self.num_heads, self.head_dim)
+        actual = (num_layers, num_heads, head_dim)
+        if self.num_layers is not None and recorded != actual:
+            raise AdapterShapeError(
+                f"this {self.method.value} adapter was made for a model with (layers, heads, head_dim)="
+                f"{recorded} (model_type={self.model_type!r}, base={self.base_model_name_or_path!r}); "
+                f"the model given has {actual} (model_type={model_type!r}). Load it onto the base model "
+                "it was trained on."
+            )
+
+    def record_shape(self, model_type: str | None, num_layers: int, num_heads: int, head_dim: int) -> None:
+        self.model_type, self.num_layers, self.num_heads, self.head_dim = model_type, num_layers, num_heads, head_dim
+
+    def resolve_heads(self, num_layers: int, num_heads: int) -> HeadList:
+        """The (layer, head) pairs this adapter touches, sorted, checked against the model."""
+        return resolve_heads(self.heads, num_layers, num_heads, layers=self.layers)
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["peft_type"] = self.method.value
+        if isinstance(self.heads, list):
+            out["heads"] = [list(h) for h in self.heads]
+        return out
+
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """Write ``adapter_config.json`` and add to the model card how to load the adapter."""
+        super().save_pretrained(save_directory, **kwargs)
+        _add_loading_section(save_directory, self)
+
+
+def _as_pair(head) -> tuple[int, int]:
+    if not isinstance(head, (list, tuple)) or len(head) != 2:
+        raise ValueError(f"each head must be a (layer, head) pair, got {head!r}")
+    return int(head[0]), int(head[1])
+
+
+def _add_loading_section(directory: str, config: AdapterConfig) -> None:
+    path = os.path.join(directory, "README.md")
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "---\nlibrary_name: peft\n---\n"
+    if _CARD_HEADING in text:
+        return
+    text += (
+        f"\n{_CARD_HEADING}\n\n"
+        f"This is a **{config.method.value}** adapter made with headwise {config.headwise_version}. "
+        "PEFT only knows the headwise adapter types once `headwise` is imported, so import it first "
+        "(otherwise PEFT raises `KeyError`):\n\n"
+        "```python\n"
+        "import headwise\n"
+        "from transformers import AutoModelForCausalLM\n\n"
+        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(config.base_model_name_or_path)})\n"
+        "model = headwise.from_pretrained(base, \"<this repo or folder>\")\n"
+        "```\n"
+    )
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)

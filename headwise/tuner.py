@@ -1,0 +1,151 @@
+"""HeadTuner: the PEFT tuner shared by all headwise methods.
+
+PEFT's tuners replace target modules with wrappers; ours leaves the model's modules alone. It finds
+the head sites, hangs one holder per adapted layer off the attention module, and the holders edit
+activations through hooks. ``unload()`` detaches every hook and removes every holder.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from .adapter import HeadLayer
+from .config import AdapterConfig
+from .heads import group_by_layer
+from .sites import HeadSite, find_head_sites
+
+__all__ = ["HeadTuner"]
+
+logger = logging.getLogger(__name__)
+
+
+class HeadTuner(BaseTuner):
+    """Subclasses set ``tuner_layer_cls`` (their :class:`HeadLayer`); ``prefix`` is set at registration."""
+
+    prefix: str = "headwise_"
+    tuner_layer_cls: type[HeadLayer] = HeadLayer
+    target_module_mapping: dict[str, list[str]] = {}
+
+    # -- injection ------------------------------------------------------------------------------
+    @property
+    def holder_name(self) -> str:
+        """Attribute name of this method's holder on each attention module."""
+        return "headwise_" + self.prefix.rstrip("_")
+
+    def _prepare_adapter_config(self, peft_config: AdapterConfig, model_config: dict) -> AdapterConfig:
+        return peft_config
+
+    def _create_and_replace(self, *args, **kwargs) -> None:  # PEFT's module-replacement path is not used
+        raise NotImplementedError("headwise adapters attach holders in inject_adapter()")
+
+    def check_sites(self, config: AdapterConfig, sites: list[HeadSite]) -> None:
+        """Method-specific checks before anything is attached (e.g. the attention implementation)."""
+
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        config: AdapterConfig = self.peft_config[adapter_name]
+        # Every check runs before the model is touched.
+        sites = find_head_sites(model, config.site_template)
+        first = sites[0]
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        config.check_shape(model_type, len(sites), first.num_heads, first.head_dim)
+        heads = config.resolve_heads(len(sites), first.num_heads)
+        self._check_new_adapter_config(config)
+        self.check_sites(config, sites)
+        for site in sites:
+            holder = getattr(site.attention, self.holder_name, None)
+            if holder is not None and adapter_name in holder.head_index:
+                raise ValueError(
+                    f"an adapter named {adapter_name!r} is already attached to layer {site.layer}; "
+                    "unload() the model first or pick another adapter_name"
+                )
+
+        by_layer = group_by_layer(heads)
+        for site in sites:
+            if site.layer not in by_layer:
+                continue
+            holder = getattr(site.attention, self.holder_name, None)
+            if holder is None:
+                holder = self.tuner_layer_cls(site)
+                site.attention.add_module(self.holder_name, holder)
+                holder.attach()
+            holder.update_layer(adapter_name, by_layer[site.layer], config)
+            self.targeted_module_names.append(f"{site.attention_name}.{self.holder_name}")
+
+        config.record_shape(model_type, len(sites), first.num_heads, first.head_dim)
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+        self._mark_only_adapters_as_trainable(model)
+        if config.inference_mode:
+            for holder in self.holders():
+                holder.set_adapter(holder.active_adapters, inference_mode=True)
+
+    def holders(self) -> list[HeadLayer]:
+        return [m for m in self.model.modules() if isinstance(m, self.tuner_layer_cls)]
+
+    def _named_holders(self) -> list[tuple[nn.Module, str, HeadLayer]]:
+        out = []
+        for parent in self.model.modules():
+            holder = parent._modules.get(self.holder_name)
+            if isinstance(holder, self.tuner_layer_cls):
+                out.append((parent, self.holder_name, holder))
+        return out
+
+    # -- forward: the loss includes adapter penalties, so plain Trainer optimises them ----------
+    def forward(self, *args: Any, **kwargs: Any):
+        outputs = self.model(*args, **kwargs)
+        loss = getattr(outputs, "loss", None)
+        if loss is not None:
+            penalty = self.regularization()
+            if penalty is not None:
+                outputs.loss = loss + penalty.to(loss.dtype)
+        return outputs
+
+    def regularization(self) -> torch.Tensor | None:
+        """Sum of the active adapters' penalty terms over all holders, or None."""
+        terms = []
+        for holder in self.holders():
+            for name in holder.applied_adapters():
+                term = holder.regularization(name)
+                if term is not None:
+                    terms.append(term)
+        return torch.stack(terms).sum() if terms else None
+
+    # -- unload / merge -------------------------------------------------------------------------
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> nn.Module:
+        named = self._named_holders()
+        if merge:
+            self._check_merge_allowed()
+            for _, _, holder in named:
+                holder.check_mergeable()
+            for _, _, holder in named:
+                holder.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+            template = next(iter(self.peft_config.values())).site_template
+            self.after_merge(self.model, [holder for _, _, holder in named], find_head_sites(self.model, template))
+        for parent, name, holder in named:
+            holder.detach()
+            delattr(parent, name)
+        if hasattr(self.model, "peft_config"):
+            del self.model.peft_config
+        return self.model
+
+    def after_merge(self, model: nn.Module, holders: list[HeadLayer], sites: list[HeadSite]) -> None:
+        """Make the merged model a plain checkpoint (e.g. turn on a config flag for a new bias)."""

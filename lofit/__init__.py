@@ -1,0 +1,10 @@
+"""LoFiT: localized fine-tuning of a sparse set of attention heads (Yin, Ye, Durrett, NeurIPS 2024)."""
+
+from headwise.registry import HeadPeftType, register_method
+
+from .adapter import LofitLayer, LofitModel
+from .config import LofitConfig
+
+register_method(HeadPeftType.LOFIT, LofitConfig, LofitModel)
+
+__all__ = ["LofitConfig", "LofitLayer", "LofitModel"]

@@ -1,0 +1,101 @@
+"""LoFiT's math: per-head scale A and offset v on the attention output projection's input.
+
+    z_h <- (1 + A_h) * z_h + v_h        for each selected head h, at every token position
+
+Merging folds it exactly into the projection: W' = W diag(1 + A), b' = b + W v.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from headwise.adapter import HeadLayer
+from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable
+from headwise.tuner import HeadTuner
+from peft.tuners.tuners_utils import check_adapters_to_merge
+
+from .config import LofitConfig
+
+__all__ = ["LofitLayer", "LofitModel"]
+
+
+class LofitLayer(HeadLayer):
+    adapter_layer_names = ("lofit_offset", "lofit_scale")
+    other_param_names = ("head_index", "lofit_l1")
+
+    def __init__(self, site) -> None:
+        super().__init__(site)
+        self.lofit_offset = nn.ParameterDict()  # adapter -> (n_selected, d) fp32
+        self.lofit_scale = nn.ParameterDict()  # adapter -> (n_selected, d) fp32
+        self.lofit_l1: dict[str, float] = {}
+        self._created_bias = False
+
+    def create_parameters(self, adapter_name: str, num_selected: int, config: LofitConfig) -> None:
+        if config.use_offset:
+            self.lofit_offset[adapter_name] = self.new_parameter(num_selected, config.init_std)
+        if config.use_scale:
+            self.lofit_scale[adapter_name] = self.new_parameter(num_selected, config.scale_init_std)
+        self.lofit_l1[adapter_name] = config.l1_lambda
+
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        # heads: (B, T, H, d) fp32; gain and shift broadcast as (H, d)
+        gain, shift = self.gain_and_shift(adapter_name)
+        if gain is not None:
+            heads = heads * gain
+        if shift is not None:
+            heads = heads + shift
+        return heads
+
+    def gain_and_shift(self, adapter_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The (H, d) multiplier 1 + A and addend v of this layer (None where unused)."""
+        gain = shift = None
+        if adapter_name in self.lofit_scale:
+            gain = self.full_head_tensor(1.0 + self.lofit_scale[adapter_name], adapter_name, fill=1.0)
+        if adapter_name in self.lofit_offset:
+            shift = self.full_head_tensor(self.lofit_offset[adapter_name], adapter_name, fill=0.0)
+        return gain, shift
+
+    def regularization(self, adapter_name: str) -> torch.Tensor | None:
+        l1 = self.lofit_l1.get(adapter_name, 0.0)
+        if not l1 or adapter_name not in self.lofit_scale:
+            return None
+        return l1 * self.lofit_scale[adapter_name].abs().sum()
+
+    # -- merge ----------------------------------------------------------------------------------
+    def check_mergeable(self) -> None:
+        check_plain_projection(self.site)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        names = check_adapters_to_merge(self, adapter_names)
+        # The hook applies adapters in order, so the last one applied is folded first.
+        for name in reversed([n for n in self.active_adapters if n in names and n in self.head_index]):
+            gain, shift = self._flat(name)
+            if safe_merge and any(t is not None and not torch.isfinite(t).all() for t in (gain, shift)):
+                raise ValueError(f"adapter {name!r} of layer {self.site.layer} holds NaN/inf; not merged")
+            self._created_bias |= fold_into_projection(self.site, gain, shift)
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            gain, shift = self._flat(name)
+            fold_into_projection(self.site, gain, shift, inverse=True)
+        if self._created_bias:
+            self.site.output.bias = None
+            self._created_bias = False
+
+    def _flat(self, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        with torch.no_grad():
+            gain, shift = self.gain_and_shift(name)
+        return (None if gain is None else gain.flatten()), (None if shift is None else shift.flatten())
+
+
+class LofitModel(HeadTuner):
+    """PEFT tuner for LoFiT; use ``headwise.wrap(model, LofitConfig(...))`` or ``peft.get_peft_model``."""
+
+    tuner_layer_cls = LofitLayer
+
+    def after_merge(self, model: nn.Module, holders: list[HeadLayer], sites) -> None:
+        if any(holder._created_bias for holder in holders):
+            make_bias_loadable(model, sites)
