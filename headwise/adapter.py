@@ -1,9 +1,14 @@
 """HeadLayer: holds one method's per-head parameters for one decoder layer and applies them by hook.
 
 A holder is a PEFT tuner layer (so PEFT saves, freezes, switches and deletes its parameters) that
-hangs off the layer's attention module. It never wraps or replaces a model module: it registers a
-forward pre-hook on the output projection and edits that projection's input, the concatenated
-head outputs ``(B, T, H*d)``, viewed as ``(B, T, H, d)``. The edit is computed in fp32 and cast back.
+hangs off the layer's attention module. It never wraps or replaces a model module: it hooks the
+output projection and edits that projection's input, the concatenated head outputs ``(B, T, H*d)``,
+viewed as ``(B, T, H, d)``. The edit is computed in fp32.
+
+Two paths: in fp32 a forward pre-hook hands the edited input to the projection (no extra work). In
+bf16/fp16 an edit below the input's resolution would round away (``z * (1 + 1e-3) == z`` for a bf16
+``z``), so a forward hook recomputes a plain projection in fp32 from the fp32 edited heads and rounds
+once, at its output: one extra matmul per adapted layer, the price of adapters that keep training.
 """
 
 from __future__ import annotations
@@ -18,6 +23,22 @@ from torch import nn
 from .sites import HeadSite
 
 __all__ = ["HeadLayer"]
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _project(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A plain Linear or GPT-2 Conv1D projection evaluated in fp32."""
+    weight = module.weight.float()
+    bias = None if module.bias is None else module.bias.float()
+    if type(module).__name__ == "Conv1D":  # weight (in, out)
+        out = inputs @ weight
+        return out if bias is None else out + bias
+    return torch.nn.functional.linear(inputs, weight, bias)
+
+
+def _is_plain_projection(module: nn.Module) -> bool:
+    return (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D") and type(module.weight) is nn.Parameter
 
 
 class HeadLayer(nn.Module, BaseTunerLayer):
@@ -45,7 +66,10 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         """Register this holder's hooks on the model."""
         if self._hook_handles:
             raise RuntimeError(f"the {type(self).__name__} of layer {self.site.layer} is already attached")
-        self._hook_handles.append(self.site.output.register_forward_pre_hook(self._edit_output_input))
+        output = self.site.output
+        self._hook_handles.append(output.register_forward_pre_hook(self._edit_output_input))
+        if _is_plain_projection(output):
+            self._hook_handles.append(output.register_forward_hook(self._recompute_low_precision_output))
 
     def detach(self) -> None:
         """Remove every hook this holder registered."""
@@ -81,15 +105,28 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         """A term the wrapped model adds to its loss (e.g. an L1 penalty), or None."""
         return None
 
-    def _edit_output_input(self, module: nn.Module, args: tuple) -> tuple | None:
-        adapters = self.applied_adapters()
-        if not adapters:
-            return None
-        x = args[0]
+    def _edited_heads(self, x: torch.Tensor, adapters: list[str]) -> torch.Tensor:
         heads = x.unflatten(-1, (self.num_heads, self.head_dim)).float()  # (B, T, H, d)
         for name in adapters:
             heads = self.edit_heads(heads, name)
-        return (heads.flatten(-2).to(x.dtype), *args[1:])
+        return heads.flatten(-2)  # (B, T, H*d) fp32
+
+    def _takes_fp32_path(self, module: nn.Module, x: torch.Tensor) -> bool:
+        return x.dtype in LOW_PRECISION and _is_plain_projection(module)
+
+    def _edit_output_input(self, module: nn.Module, args: tuple) -> tuple | None:
+        x = args[0]
+        adapters = self.applied_adapters()
+        if not adapters or self._takes_fp32_path(module, x):
+            return None
+        return (self._edited_heads(x, adapters).to(x.dtype), *args[1:])
+
+    def _recompute_low_precision_output(self, module: nn.Module, args: tuple, output: torch.Tensor):
+        x = args[0]
+        adapters = self.applied_adapters()
+        if not adapters or not self._takes_fp32_path(module, x):
+            return None
+        return _project(module, self._edited_heads(x, adapters)).to(output.dtype)
 
     def _device(self) -> torch.device:
         weight = getattr(self.site.output, "weight", None)

@@ -1,0 +1,94 @@
+"""Tiny random decoders of every architecture in the head-site table, built from configs in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 96
+
+# model_type -> config kwargs; 3 layers, 4 query heads, GQA where the architecture has it
+TINY_CONFIGS: dict[str, dict] = {
+    "llama": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "mistral": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "qwen2": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "qwen3": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=12),
+    "gemma": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=16),
+    "gemma2": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    "phi3": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_positions=64),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4),
+    "opt": dict(hidden_size=32, ffn_dim=48, num_hidden_layers=3, num_attention_heads=4, word_embed_proj_dim=32, max_position_embeddings=64),
+}
+ARCHS = sorted(TINY_CONFIGS)
+
+
+def tiny_config(model_type: str, **overrides):
+    kwargs = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    kwargs.update(TINY_CONFIGS[model_type])
+    kwargs.update(overrides)
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def tiny_model(model_type: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, **overrides), attn_implementation="eager")
+    return model.eval()
+
+
+def randomize_adapter(peft_model, std: float = 0.5, seed: int = 1) -> None:
+    """Give every adapter parameter a large random value so its effect is visible."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lofit_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def lofit_values(peft_model, adapter_name: str = "default") -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """{(layer, head): {'scale': A, 'offset': v}} read from the holders."""
+    from lofit import LofitLayer
+
+    values = {}
+    for module in peft_model.modules():
+        if isinstance(module, LofitLayer) and adapter_name in module.head_index:
+            for row, head in enumerate(module.head_index[adapter_name].tolist()):
+                entry = values.setdefault((module.site.layer, head), {})
+                if adapter_name in module.lofit_scale:
+                    entry["scale"] = module.lofit_scale[adapter_name][row].detach().clone()
+                if adapter_name in module.lofit_offset:
+                    entry["offset"] = module.lofit_offset[adapter_name][row].detach().clone()
+    return values
+
+
+def reference_lofit_logits(arch: str, values, input_ids, attention_mask=None, seed: int = 0):
+    """LoFiT computed from scratch on a fresh copy of the bare model: a hand-written hook per layer."""
+    from headwise import find_head_sites
+
+    model = tiny_model(arch, seed=seed)
+    handles = []
+    for site in find_head_sites(model):
+        def hook(module, args, layer=site.layer, n_heads=site.num_heads, dim=site.head_dim):
+            z = args[0].reshape(*args[0].shape[:-1], n_heads, dim).clone()
+            for (l, h), entry in values.items():
+                if l == layer:
+                    if "scale" in entry:
+                        z[..., h, :] = (1 + entry["scale"]) * z[..., h, :]
+                    if "offset" in entry:
+                        z[..., h, :] = z[..., h, :] + entry["offset"]
+            return (z.reshape(args[0].shape),)
+
+        handles.append(site.output.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    for handle in handles:
+        handle.remove()
+    return logits
+
+
+def hook_count(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def module_tree(model) -> list[tuple[str, str]]:
+    return [(name, type(module).__name__) for name, module in model.named_modules()]
