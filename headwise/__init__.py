@@ -6,6 +6,7 @@ Importing headwise registers its methods (LoFiT, ...) with PEFT, so ``peft.get_p
 
 from .config import AdapterConfig, AdapterShapeError
 from .heads import group_by_layer, resolve_heads
+from .hub import push_to_hub
 from .model import from_pretrained, get_adapter_model, trainable_parameters, wrap
 from .models import load_bundled_model
 from .registry import HeadPeftType, import_builtin_methods, register_method
@@ -27,6 +28,7 @@ __all__ = [
     "get_adapter_model",
     "group_by_layer",
     "load_bundled_model",
+    "push_to_hub",
     "register_method",
     "resolve_heads",
     "trainable_parameters",
