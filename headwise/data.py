@@ -50,3 +50,19 @@ class PaddingCollator:
                 padding = [fill] * pad
                 batch[key].append(padding + values if self.padding_side == "left" else values + padding)
         return {key: torch.tensor(values, dtype=torch.long) for key, values in batch.items()}
+
+
+QA_TEMPLATE = "Q: {input}\nA:"
+
+
+def encode_pair(tokenizer, prompt: str, answer: str) -> dict[str, list[int]]:
+    """Token ids of ``prompt`` + ``" " + answer`` with answer-only labels.
+
+    The answer's ids are what the tokenizer gives it as a continuation of the prompt, so they match
+    what the model generates after the prompt.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(prompt + " " + answer, add_special_tokens=False)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError(f"the tokenizer merges the prompt's end with the answer: {prompt!r} + {answer!r}")
+    return answer_only_example(prompt_ids, full_ids[len(prompt_ids):])

@@ -1,0 +1,87 @@
+"""LoFiT on SmolLM2-135M-Instruct in a few minutes on a CPU.
+
+The task: answer a country's capital to a zero-shot prompt "Q: <country>\nA:". The untuned model
+knows many capitals but rarely answers in this format; LoFiT trains one offset vector per chosen
+head (a few hundred parameters) with a plain transformers.Trainer and is scored on held-out countries.
+
+    python examples/lofit_demo.py          (or: make demo)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+import headwise
+from headwise.data import QA_TEMPLATE, PaddingCollator, encode_pair
+from headwise.evaluate import first_token_accuracy, greedy_exact_match
+from lofit import LofitConfig
+
+# The demo's own data: (country, capital).
+CAPITALS = [
+    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Portugal", "Lisbon"),
+    ("Japan", "Tokyo"), ("China", "Beijing"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("Greece", "Athens"),
+    ("Austria", "Vienna"), ("Poland", "Warsaw"), ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Finland", "Helsinki"),
+    ("Denmark", "Copenhagen"), ("Ireland", "Dublin"), ("Belgium", "Brussels"), ("Netherlands", "Amsterdam"),
+    ("Hungary", "Budapest"), ("Czech Republic", "Prague"), ("Romania", "Bucharest"), ("Bulgaria", "Sofia"),
+    ("Serbia", "Belgrade"), ("Croatia", "Zagreb"), ("Ukraine", "Kyiv"), ("Turkey", "Ankara"), ("Iran", "Tehran"),
+    ("Iraq", "Baghdad"), ("Syria", "Damascus"), ("Lebanon", "Beirut"), ("Jordan", "Amman"), ("Israel", "Jerusalem"),
+    ("Saudi Arabia", "Riyadh"), ("India", "New Delhi"), ("Pakistan", "Islamabad"), ("Bangladesh", "Dhaka"),
+    ("Nepal", "Kathmandu"), ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"),
+    ("Philippines", "Manila"), ("Malaysia", "Kuala Lumpur"), ("South Korea", "Seoul"), ("Mongolia", "Ulaanbaatar"),
+    ("Australia", "Canberra"), ("New Zealand", "Wellington"), ("Canada", "Ottawa"), ("Mexico", "Mexico City"),
+    ("Cuba", "Havana"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Argentina", "Buenos Aires"), ("Colombia", "Bogota"),
+    ("Venezuela", "Caracas"), ("Ecuador", "Quito"), ("Kenya", "Nairobi"), ("Ethiopia", "Addis Ababa"),
+    ("Nigeria", "Abuja"), ("Ghana", "Accra"), ("Morocco", "Rabat"), ("Algeria", "Algiers"), ("Tunisia", "Tunis"),
+    ("Senegal", "Dakar"), ("Uganda", "Kampala"), ("Zimbabwe", "Harare"), ("Iceland", "Reykjavik"),
+    ("Switzerland", "Bern"), ("Afghanistan", "Kabul"), ("Qatar", "Doha"),
+]
+
+# A few heads of the middle and late layers; `lofit.select_heads` chooses them from data instead.
+HEADS = [(layer, head) for layer in (8, 11, 14, 17, 20, 23) for head in (0, 4, 8)]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT
+    torch.manual_seed(0)
+    start = time.time()
+    model, tokenizer = headwise.load_bundled_model("smollm2-135m-instruct")
+    pairs = CAPITALS[:]
+    random.Random(0).shuffle(pairs)
+    train, test = pairs[:45], pairs[45:]
+    prompts = [QA_TEMPLATE.format(input=country) for country, _ in test]
+    answers = [capital for _, capital in test]
+
+    def score(m) -> tuple[float, float]:
+        m.eval()
+        return first_token_accuracy(m, tokenizer, prompts, answers), greedy_exact_match(m, tokenizer, prompts, answers)
+
+    before = score(model)
+    model = headwise.wrap(model, LofitConfig(heads=HEADS))
+    model.print_trainable_parameters()
+    data = Dataset.from_list([encode_pair(tokenizer, QA_TEMPLATE.format(input=c), a) for c, a in train])
+    args = TrainingArguments(
+        output_dir="out/lofit_demo", per_device_train_batch_size=8, num_train_epochs=5, learning_rate=1e-2,
+        lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=1.0, save_strategy="no", report_to=[],
+        logging_steps=10, use_cpu=True, seed=0, remove_unused_columns=False, disable_tqdm=True,
+    )
+    Trainer(model=model, args=args, train_dataset=data, data_collator=PaddingCollator(tokenizer.pad_token_id)).train()
+    after = score(model)
+
+    print(f"\nLoFiT on {len(HEADS)} heads of SmolLM2-135M-Instruct, {len(train)} training / {len(test)} held-out countries")
+    print("| model | first-token acc | greedy exact match |")
+    print("|---|---|---|")
+    print(f"| untuned 0-shot | {before[0]:.2f} | {before[1]:.2f} |")
+    print(f"| LoFiT offsets  | {after[0]:.2f} | {after[1]:.2f} |")
+    print(f"({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
