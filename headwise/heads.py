@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-__all__ = ["HeadList", "resolve_heads", "group_by_layer"]
+__all__ = ["HeadList", "group_by_layer", "head_count", "resolve_heads", "top_k_heads"]
 
 HeadList = list[tuple[int, int]]
 
@@ -38,3 +38,22 @@ def group_by_layer(heads: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
     for layer, head in heads:
         grouped[layer].append(head)
     return {layer: sorted(hs) for layer, hs in sorted(grouped.items())}
+
+
+def head_count(k: int | float, num_layers: int, num_heads: int) -> int:
+    """``k`` as a number of heads: an int is a count, a float in (0, 1) a fraction of all heads."""
+    total = num_layers * num_heads
+    if isinstance(k, float) and 0 < k < 1:
+        return max(1, round(k * total))
+    if isinstance(k, int) and 0 < k <= total:
+        return k
+    raise ValueError(f"k must be a count in 1..{total} or a fraction in (0, 1), got {k!r}")
+
+
+def top_k_heads(scores, k: int | float) -> HeadList:
+    """The ``k`` highest-scoring heads of an (L, H) score matrix, ranked globally across layers,
+    best first (ties broken by (layer, head))."""
+    num_layers, num_heads = scores.shape
+    count = head_count(k, num_layers, num_heads)
+    flat = [(-float(scores[layer, head]), layer, head) for layer in range(num_layers) for head in range(num_heads)]
+    return [(layer, head) for _, layer, head in sorted(flat)[:count]]

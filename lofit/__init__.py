@@ -4,7 +4,8 @@ from headwise.registry import HeadPeftType, register_method
 
 from .adapter import LofitLayer, LofitModel
 from .config import LofitConfig
+from .select import HeadSelection, fit, select_heads, train_offsets
 
 register_method(HeadPeftType.LOFIT, LofitConfig, LofitModel)
 
-__all__ = ["LofitConfig", "LofitLayer", "LofitModel"]
+__all__ = ["HeadSelection", "LofitConfig", "LofitLayer", "LofitModel", "fit", "select_heads", "train_offsets"]

@@ -45,3 +45,27 @@ def test_wrap_generate_save_reload_same_output(smollm2, tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded.generate(**prompt, max_new_tokens=10, do_sample=False), adapted)
         assert torch.equal(reloaded(**prompt).logits, logits)
+
+
+@pytest.mark.slow
+def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2):
+    pytest.importorskip("matplotlib")
+    from headwise.data import few_shot_prompt, load_word_pairs, shared_data_dir, training_set
+    from headwise.evaluate import first_token_accuracy
+    from lofit import select_heads, train_offsets
+
+    try:
+        shared_data_dir()
+    except FileNotFoundError:
+        pytest.skip("../shared/data is absent")
+    model, tokenizer = smollm2
+    task = load_word_pairs("present-past", valid=0, test=60, seed=0)
+    data = training_set(tokenizer, task.train[:64])
+    prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
+    before = first_token_accuracy(model, tokenizer, prompts, answers)
+    selection = select_heads(model, data, k=0.03, l1=1e-3, lr=5e-3, epochs=1)
+    assert len(selection.heads) == 8 and selection.scores.shape == (30, 9)
+    tuned = train_offsets(model, selection.heads, data, lr=2e-2, epochs=3)
+    after = first_token_accuracy(tuned.eval(), tokenizer, prompts, answers)
+    tuned.unload()
+    assert after >= before + 0.2, (before, after)
