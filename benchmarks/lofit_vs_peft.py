@@ -137,7 +137,7 @@ def main():
     parser.add_argument("--select-lr", type=float, default=5e-3)
     parser.add_argument("--select-epochs", type=float, default=2)
     parser.add_argument("--lofit-lr", type=float, default=1e-2)
-    parser.add_argument("--lofit-lr-small", type=float, default=2e-2)
+    parser.add_argument("--lofit-lr-small", type=float, default=5e-2)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--ia3-lr", type=float, default=3e-3)
     parser.add_argument("--out", default="benchmarks/plots")

@@ -65,7 +65,7 @@ def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2):
     before = first_token_accuracy(model, tokenizer, prompts, answers)
     selection = select_heads(model, data, k=0.03, l1=1e-3, lr=5e-3, epochs=1)
     assert len(selection.heads) == 8 and selection.scores.shape == (30, 9)
-    tuned = train_offsets(model, selection.heads, data, lr=2e-2, epochs=3)
+    tuned = train_offsets(model, selection.heads, data, lr=5e-2, epochs=3)
     after = first_token_accuracy(tuned.eval(), tokenizer, prompts, answers)
     tuned.unload()
-    assert after >= before + 0.2, (before, after)
+    assert after >= before + 0.3, (before, after)  # measured: 0.00 -> 0.80

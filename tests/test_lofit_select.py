@@ -66,3 +66,23 @@ def test_select_heads_refuses_a_wrapped_model():
     model = headwise.wrap(tiny_model("llama"), LofitConfig(heads="all"))
     with pytest.raises(ValueError, match="unload"):
         select_heads(model, toy_task(8))
+
+
+def test_plain_trainer_loss_includes_the_l1_term(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from headwise.data import PaddingCollator
+
+    config = LofitConfig(heads="all", use_scale=True, use_offset=False, l1_lambda=0.25)
+    model = headwise.wrap(tiny_model("llama"), config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lofit_scale" in name:
+                param.fill_(0.01)
+    batch = PaddingCollator(pad_token_id=0)(list(toy_task(8)))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        task_only = model.base_model.model(**batch).loss
+    penalty = 0.25 * 3 * 4 * 8 * 0.01  # l1 * sum |A| over 3 layers x 4 heads x 8 dims
+    assert torch.allclose(loss, task_only + penalty, atol=1e-5)
