@@ -142,11 +142,12 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         return nn.Parameter(data)
 
     def full_head_tensor(self, values: torch.Tensor, adapter_name: str, fill: float) -> torch.Tensor:
-        """(H, d) tensor with ``values`` at the adapter's heads and ``fill`` elsewhere (differentiable)."""
+        """(H, ...) tensor with the adapter's per-head ``values`` (n_selected, ...) at its heads and
+        ``fill`` elsewhere (differentiable)."""
         index = self.head_index[adapter_name]
         if index.numel() == self.num_heads:  # all heads: index is 0..H-1
             return values
-        base = values.new_full((self.num_heads, self.head_dim), fill)
+        base = values.new_full((self.num_heads, *values.shape[1:]), fill)
         return base.index_copy(0, index, values)
 
     # -- merging: only where the math allows --------------------------------------------------

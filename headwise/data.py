@@ -13,7 +13,7 @@ import torch
 
 __all__ = [
     "IGNORE_INDEX", "QA_TEMPLATE", "WordPairTask", "PaddingCollator", "answer_only_example", "chat_prompt",
-    "encode_pair", "few_shot_prompt", "load_word_pairs", "shared_data_dir", "training_set",
+    "encode_pair", "few_shot_prompt", "left_padded_batch", "load_word_pairs", "shared_data_dir", "training_set",
 ]
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (transformers' convention)
@@ -73,6 +73,19 @@ def encode_pair(tokenizer, prompt: str, answer: str) -> dict[str, list[int]]:
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError(f"the tokenizer merges the prompt's end with the answer: {prompt!r} + {answer!r}")
     return answer_only_example(prompt_ids, full_ids[len(prompt_ids):])
+
+
+def left_padded_batch(tokenizer, prompts: Sequence[str], device=None) -> dict[str, torch.Tensor]:
+    """Tokenize prompts with left padding, so position -1 is every row's last prompt token."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    return {key: value.to(device) for key, value in batch.items()} if device is not None else dict(batch)
 
 
 def few_shot_prompt(query: str, demonstrations: Sequence[dict] = (), template: str = QA_TEMPLATE) -> str:

@@ -7,21 +7,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .data import IGNORE_INDEX, encode_pair
+from .data import IGNORE_INDEX, encode_pair, left_padded_batch
 
 __all__ = ["first_token_accuracy", "greedy_exact_match"]
-
-
-def _left_padded(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _first_answer_token(tokenizer, prompt: str, answer: str) -> int:
@@ -41,7 +29,7 @@ def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequ
     targets = [_first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
     correct = 0
     for start, chunk in _batches(prompts, batch_size, "first-token accuracy"):
-        logits = model(**_left_padded(tokenizer, chunk, device)).logits[:, -1]
+        logits = model(**left_padded_batch(tokenizer, chunk, device)).logits[:, -1]
         predicted = logits.argmax(-1).tolist()
         correct += sum(p == t for p, t in zip(predicted, targets[start:start + len(chunk)]))
     return correct / max(len(prompts), 1)
@@ -59,7 +47,7 @@ def greedy_exact_match(
     device = next(model.parameters()).device
     correct = 0
     for start, chunk in _batches(prompts, batch_size, "greedy exact match"):
-        batch = _left_padded(tokenizer, chunk, device)
+        batch = left_padded_batch(tokenizer, chunk, device)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         for text, answer in zip(texts, answers[start:start + len(chunk)]):

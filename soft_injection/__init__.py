@@ -1,1 +1,15 @@
-"""Soft injection of task embeddings into attention heads (Park & Rhee, 2025). Not implemented yet (issue 4)."""
+"""Soft injection of task embeddings into attention heads (Park & Rhee, 2025)."""
+
+from headwise.registry import HeadPeftType, register_method
+
+from .adapter import SoftInjectionLayer, SoftInjectionModel
+from .config import SoftInjectionConfig
+from .embedding import extract_task_embedding, extraction_prompts
+from .train import FitHistory, alpha_matrix, first_token_loss, fit, inject, set_task_embedding
+
+register_method(HeadPeftType.SOFT_INJECTION, SoftInjectionConfig, SoftInjectionModel)
+
+__all__ = [
+    "FitHistory", "SoftInjectionConfig", "SoftInjectionLayer", "SoftInjectionModel", "alpha_matrix",
+    "extract_task_embedding", "extraction_prompts", "first_token_loss", "fit", "inject", "set_task_embedding",
+]

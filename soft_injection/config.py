@@ -1,0 +1,32 @@
+"""SoftInjectionConfig: per-head mixing of a task embedding at the last prompt token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from headwise.config import AdapterConfig
+from headwise.data import QA_TEMPLATE
+from headwise.registry import HeadPeftType
+
+__all__ = ["SoftInjectionConfig"]
+
+
+@dataclass
+class SoftInjectionConfig(AdapterConfig):
+    """Soft injection (Park & Rhee 2025): ``z <- (1 - a) z + a t`` at the last prompt token, prefill only,
+    with ``a = sigmoid(theta)`` per head and ``t`` the task embedding (mean head outputs of few-shot prompts).
+
+    ``template`` is the prompt format used to extract the embedding; inject with the same one.
+    """
+
+    method = HeadPeftType.SOFT_INJECTION
+
+    template: str = field(default=QA_TEMPLATE, metadata={"help": "Prompt template with '{input}' (extraction and use)."})
+    init_theta: float = field(default=0.0, metadata={"help": "Initial theta: 0 gives alpha = 0.5."})
+    n_prompts: int = field(default=50, metadata={"help": "Few-shot prompts averaged into the task embedding."})
+    n_shots: int = field(default=10, metadata={"help": "Demonstrations per extraction prompt."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if "{input}" not in self.template:
+            raise ValueError(f"template must contain '{{input}}', got {self.template!r}")

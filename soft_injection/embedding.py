@@ -1,0 +1,63 @@
+"""The task embedding: each head's output at the last prompt token, averaged over few-shot prompts."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from headwise.data import QA_TEMPLATE, few_shot_prompt, left_padded_batch
+from headwise.sites import find_head_sites
+
+__all__ = ["extraction_prompts", "extract_task_embedding"]
+
+
+def extraction_prompts(
+    examples: Sequence[dict], n_prompts: int = 50, n_shots: int = 10, template: str = QA_TEMPLATE, seed: int = 0
+) -> list[str]:
+    """``n_prompts`` prompts of ``n_shots`` demonstrations and a query, drawn without repeats inside a prompt."""
+    if len(examples) < n_shots + 1:
+        raise ValueError(f"{n_shots}-shot prompts need at least {n_shots + 1} examples, got {len(examples)}")
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(n_prompts):
+        *demos, query = rng.sample(list(examples), n_shots + 1)
+        prompts.append(few_shot_prompt(query["input"], demos, template))
+    return prompts
+
+
+@torch.no_grad()
+def extract_task_embedding(
+    model, tokenizer, examples: Sequence[dict], n_prompts: int = 50, n_shots: int = 10,
+    template: str = QA_TEMPLATE, batch_size: int = 8, seed: int = 0,
+) -> torch.Tensor:
+    """(L, H, head_dim) fp32 mean of the head outputs (o_proj input) at the last prompt token.
+
+    Every adapter of a wrapped model is off during extraction. Prompts are batched with left padding.
+    """
+    prompts = extraction_prompts(examples, n_prompts, n_shots, template, seed)
+    sites = find_head_sites(model)
+    sums = torch.zeros(len(sites), sites[0].num_heads * sites[0].head_dim, dtype=torch.float64)
+    device = next(model.parameters()).device
+
+    def capture(layer):
+        def hook(module, args):
+            sums[layer] += args[0][:, -1].double().sum(0).cpu()
+        return hook
+
+    handles = [site.output.register_forward_pre_hook(capture(site.layer), prepend=True) for site in sites]
+    adapters_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    try:
+        with adapters_off:
+            for start in tqdm(range(0, len(prompts), batch_size), desc="task embedding", leave=False):
+                model(**left_padded_batch(tokenizer, prompts[start:start + batch_size], device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return (sums / len(prompts)).float().view(len(sites), sites[0].num_heads, sites[0].head_dim)
