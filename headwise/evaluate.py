@@ -29,7 +29,7 @@ def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequ
     targets = [_first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
     correct = 0
     for start, chunk in _batches(prompts, batch_size, "first-token accuracy"):
-        logits = model(**left_padded_batch(tokenizer, chunk, device)).logits[:, -1]
+        logits = model(**left_padded_batch(tokenizer, chunk, device), logits_to_keep=1).logits[:, -1]
         predicted = logits.argmax(-1).tolist()
         correct += sum(p == t for p, t in zip(predicted, targets[start:start + len(chunk)]))
     return correct / max(len(prompts), 1)

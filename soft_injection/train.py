@@ -88,7 +88,7 @@ def _first_answer_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[st
 def first_token_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
     """Mean CE of the first answer token at each prompt's last position (left padding)."""
     device = next(model.parameters()).device
-    logits = model(**left_padded_batch(tokenizer, prompts, device)).logits[:, -1].float()
+    logits = model(**left_padded_batch(tokenizer, prompts, device), logits_to_keep=1).logits[:, -1].float()
     return F.cross_entropy(logits, _first_answer_tokens(tokenizer, prompts, answers).to(device))
 
 

@@ -69,3 +69,25 @@ def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2):
     after = first_token_accuracy(tuned.eval(), tokenizer, prompts, answers)
     tuned.unload()
     assert after >= before + 0.3, (before, after)  # measured: 0.00 -> 0.80
+
+
+@pytest.mark.slow
+def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2):
+    from headwise.data import few_shot_prompt, load_word_pairs, shared_data_dir
+    from headwise.evaluate import first_token_accuracy
+    from soft_injection import SoftInjectionConfig, fit
+
+    try:
+        shared_data_dir()
+    except FileNotFoundError:
+        pytest.skip("../shared/data is absent")
+    model, tokenizer = smollm2
+    task = load_word_pairs("antonym", valid=40, test=60, seed=0)
+    prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
+    before = first_token_accuracy(model, tokenizer, prompts, answers)
+    config = SoftInjectionConfig(n_prompts=16, n_shots=10)
+    injected, history = fit(model, tokenizer, task.train, task.valid, config=config, steps=60, eval_every=20, seed=0)
+    after = first_token_accuracy(injected, tokenizer, prompts, answers)
+    injected.unload()
+    assert history.best_loss < history.valid_loss[0]
+    assert after >= before + 0.15, (before, after)
