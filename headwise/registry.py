@@ -13,7 +13,7 @@ import importlib
 __all__ = ["HeadPeftType", "register_method", "registered_methods", "import_builtin_methods"]
 
 # Method packages shipped with headwise; imported (and so registered) when headwise is imported.
-BUILTIN_METHOD_PACKAGES = ("lofit", "soft_injection")
+BUILTIN_METHOD_PACKAGES = ("lofit", "soft_injection", "zerotuning")
 
 
 class HeadPeftType(str, enum.Enum):

@@ -1,0 +1,112 @@
+"""ZeroTuning's math, for each chosen head h, on the attention logits of every query row:
+
+    logit[h, q, k0] <- logit[h, q, k0] + ln(gamma_h)        k0 = first non-pad key of the row
+
+which equals multiplying the post-softmax weight on k0 by gamma_h and renormalising. It is applied as
+an additive float attention mask built in a forward pre-hook of the attention module, so the model's
+own ``eager`` or ``sdpa`` attention runs unchanged (no attention function is registered).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from headwise.adapter import HeadLayer
+from headwise.sites import HeadSite
+from headwise.tuner import HeadTuner
+
+from .config import ZeroTuningConfig
+
+__all__ = ["ZeroTuningLayer", "ZeroTuningModel", "SUPPORTED_ATTENTION"]
+
+SUPPORTED_ATTENTION = ("eager", "sdpa")
+
+
+def _cached_length(layer: int, kwargs: dict) -> int:
+    cache = kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("layer_past")))
+    return int(cache.get_seq_length(layer)) if hasattr(cache, "get_seq_length") else 0
+
+
+class ZeroTuningLayer(HeadLayer):
+    adapter_layer_names = ("zerotuning_log_gamma",)
+
+    def __init__(self, site: HeadSite) -> None:
+        super().__init__(site)
+        self.zerotuning_log_gamma = nn.ParameterDict()  # adapter -> (n_selected,) fp32 ln(gamma)
+        config = getattr(site.attention, "config", None)
+        layer_types = getattr(config, "layer_types", None)
+        sliding = layer_types is not None and layer_types[site.layer] == "sliding_attention"
+        window = getattr(config, "sliding_window", None)
+        self.sliding_window = window if (sliding or (layer_types is None and window)) else None
+
+    def attach(self) -> None:
+        if self._hook_handles:
+            raise RuntimeError(f"the ZeroTuning holder of layer {self.site.layer} is already attached")
+        self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._bias_attention, with_kwargs=True))
+
+    def create_parameters(self, adapter_name: str, num_selected: int, config: ZeroTuningConfig) -> None:
+        value = torch.log(torch.tensor(float(config.gamma)))
+        self.zerotuning_log_gamma[adapter_name] = nn.Parameter(
+            torch.full((num_selected,), float(value), dtype=torch.float32, device=self._device())
+        )
+
+    def log_gamma(self) -> torch.Tensor | None:
+        """(H,) sum of the applied adapters' ln(gamma) (0 for untouched heads), or None."""
+        adapters = self.applied_adapters()
+        if not adapters:
+            return None
+        return sum(self.full_head_tensor(self.zerotuning_log_gamma[a], a, fill=0.0) for a in adapters)
+
+    def _bias_attention(self, module: nn.Module, args: tuple, kwargs: dict):
+        log_gamma = self.log_gamma()
+        if log_gamma is None:
+            return None
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        batch, q_len = hidden.shape[:2]
+        mask = kwargs.get("attention_mask")
+        past = _cached_length(self.site.layer, kwargs)
+        if self.sliding_window is not None and past + q_len > self.sliding_window:
+            raise ValueError(
+                f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
+                f"{past + q_len} long: its initial token is out of the window. Target full-attention layers only."
+            )
+        if mask is None:  # sdpa without padding: causal, with the cached keys before the queries
+            keys = torch.arange(past + q_len, device=hidden.device)
+            queries = torch.arange(q_len, device=hidden.device)[:, None] + past
+            allowed = (keys[None, :] <= queries)[None, None].expand(batch, 1, q_len, past + q_len)
+            additive = torch.zeros(allowed.shape, device=hidden.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        elif mask.dtype == torch.bool:
+            allowed = mask
+            additive = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
+        else:
+            allowed = mask > torch.finfo(mask.dtype).min / 2
+            additive = mask.float()
+        first_key = allowed[:, 0, -1, :].int().argmax(-1)  # (B,) first non-pad key of each row
+        one_hot = torch.nn.functional.one_hot(first_key, allowed.shape[-1]).float()  # (B, Tk)
+        bias = one_hot[:, None, None, :] * log_gamma.to(one_hot.device)[None, :, None, None]  # (B, H, 1, Tk)
+        dtype = hidden.dtype if hidden.dtype.is_floating_point else torch.float32
+        kwargs["attention_mask"] = (additive + bias * allowed).to(dtype)  # (B, H, Tq, Tk)
+        return args, kwargs
+
+    def check_mergeable(self) -> None:
+        raise TypeError(
+            "ZeroTuning cannot be merged: it rescales attention weights (a softmax input), which no weight of the "
+            "model can express. Keep the adapter attached, or save it with save_pretrained()."
+        )
+
+
+class ZeroTuningModel(HeadTuner):
+    """PEFT tuner for ZeroTuning; ``headwise.wrap(model, ZeroTuningConfig(...))``."""
+
+    tuner_layer_cls = ZeroTuningLayer
+
+    def check_sites(self, config: ZeroTuningConfig, sites: list[HeadSite]) -> None:
+        model_config = getattr(sites[0].attention, "config", None) or getattr(self.model, "config", None)
+        implementation = getattr(model_config, "_attn_implementation", None)
+        if implementation not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"ZeroTuning needs the attention mask as a 4-D tensor, which the {implementation!r} attention "
+                f"implementation does not take; use one of {SUPPORTED_ATTENTION}: "
+                "model.set_attn_implementation('sdpa') or from_pretrained(..., attn_implementation='sdpa')"
+            )
