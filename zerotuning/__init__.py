@@ -3,8 +3,14 @@
 from headwise.registry import HeadPeftType, register_method
 
 from .adapter import ZeroTuningLayer, ZeroTuningModel
+from .calibrate import (
+    DEFAULT_GAMMAS, HeadProfile, calibrate, entropy_score, label_accuracy_score, label_word_ids, profile_heads, set_gamma,
+)
 from .config import ZeroTuningConfig
 
 register_method(HeadPeftType.ZEROTUNING, ZeroTuningConfig, ZeroTuningModel)
 
-__all__ = ["ZeroTuningConfig", "ZeroTuningLayer", "ZeroTuningModel"]
+__all__ = [
+    "DEFAULT_GAMMAS", "HeadProfile", "ZeroTuningConfig", "ZeroTuningLayer", "ZeroTuningModel", "calibrate",
+    "entropy_score", "label_accuracy_score", "label_word_ids", "profile_heads", "set_gamma",
+]

@@ -1,0 +1,191 @@
+"""Choosing heads and gamma for ZeroTuning without gradients.
+
+``profile_heads`` sets gamma (default 2) on one head index in every layer at a time and measures a
+score against the baseline: up-effective heads gain from more attention to the initial token,
+down-effective heads from less. ``calibrate`` grid-searches one shared gamma for the chosen heads,
+either on a supervised score (e.g. validation accuracy) or, with no labels, on minus the mean output
+entropy (see ``entropy_score``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from headwise.data import left_padded_batch
+from headwise.heads import HeadList
+
+from .adapter import ZeroTuningLayer
+
+__all__ = [
+    "DEFAULT_GAMMAS", "HeadProfile", "set_gamma", "profile_heads", "calibrate", "label_accuracy_score",
+    "entropy_score", "label_word_ids",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GAMMAS = (0.3, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0, 4.5, 6.5)
+Score = Callable[[torch.nn.Module], float]
+
+
+def _holders(model, adapter_name: str) -> list[ZeroTuningLayer]:
+    holders = [m for m in model.modules() if isinstance(m, ZeroTuningLayer) and adapter_name in m.head_index]
+    if not holders:
+        raise ValueError(f"the model has no ZeroTuning adapter named {adapter_name!r}: wrap it with ZeroTuningConfig first")
+    return holders
+
+
+@torch.no_grad()
+def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: str = "default") -> None:
+    """Set gamma of every head of the adapter (a number) or of some heads ({(layer, head): gamma}, others 1)."""
+    values = gamma.values() if isinstance(gamma, dict) else [gamma]
+    if any(not v > 0 for v in values):
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    for holder in _holders(model, adapter_name):
+        heads = holder.head_index[adapter_name].tolist()
+        if isinstance(gamma, dict):
+            row = [math.log(gamma.get((holder.site.layer, h), 1.0)) for h in heads]
+        else:
+            row = [math.log(gamma)] * len(heads)
+        holder.zerotuning_log_gamma[adapter_name].copy_(torch.tensor(row))
+
+
+@dataclass
+class HeadProfile:
+    """Score change per head index (or per (layer, head)) when its gamma is set to ``gamma``."""
+
+    scores: torch.Tensor  # (H,) by head index, or (L, H) by head
+    baseline: float
+    gamma: float
+
+    def ranked(self) -> list:
+        """Head indices (or (layer, head) pairs), most helpful first."""
+        flat = self.scores.flatten()
+        order = torch.argsort(flat, descending=True, stable=True).tolist()
+        if self.scores.dim() == 1:
+            return order
+        num_heads = self.scores.shape[1]
+        return [(i // num_heads, i % num_heads) for i in order]
+
+    @property
+    def up_effective(self) -> list:
+        return [h for h in self.ranked() if float(self.scores.flatten()[self._flat(h)]) > 0]
+
+    @property
+    def down_effective(self) -> list:
+        return [h for h in reversed(self.ranked()) if float(self.scores.flatten()[self._flat(h)]) < 0]
+
+    def _flat(self, head) -> int:
+        return head if isinstance(head, int) else head[0] * self.scores.shape[1] + head[1]
+
+    def heads(self, fraction: float, num_layers: int) -> HeadList:
+        """(layer, head) pairs of the dominant kind: the top ``fraction`` of the up- (or down-) effective
+        head indices, whichever kind moves the score more, in every layer."""
+        up, down = self.up_effective, self.down_effective
+        gain = lambda hs: sum(abs(float(self.scores.flatten()[self._flat(h)])) for h in hs)  # noqa: E731
+        chosen = up if gain(up) >= gain(down) else down
+        chosen = chosen[: max(1, round(fraction * len(chosen)))] if chosen else []
+        if self.scores.dim() == 1:
+            return [(layer, h) for layer in range(num_layers) for h in sorted(chosen)]
+        return sorted(chosen)
+
+    def plot(self, path, title: str = "ZeroTuning head profile"):
+        from headwise.plots import plot_head_scores
+
+        scores = self.scores if self.scores.dim() == 2 else self.scores[None]
+        return plot_head_scores(scores, path, title=title, label=f"score change at gamma={self.gamma}")
+
+
+def profile_heads(model, score: Score, gamma: float = 2.0, by: str = "index", adapter_name: str = "default") -> HeadProfile:
+    """Profile a model wrapped with ``ZeroTuningConfig(heads='all')`` (gamma 1 everywhere after)."""
+    holders = _holders(model, adapter_name)
+    num_layers = model.peft_config[adapter_name].num_layers
+    num_heads = holders[0].num_heads
+    set_gamma(model, 1.0, adapter_name)
+    baseline = score(model)
+    if by == "index":
+        candidates = [[(layer, h) for layer in range(num_layers)] for h in range(num_heads)]
+    elif by == "head":
+        candidates = [[(layer, h)] for layer in range(num_layers) for h in range(num_heads)]
+    else:
+        raise ValueError(f"by must be 'index' or 'head', got {by!r}")
+    results = []
+    for heads in tqdm(candidates, desc="profiling heads", leave=False):
+        set_gamma(model, {pair: gamma for pair in heads}, adapter_name)
+        results.append(score(model) - baseline)
+    set_gamma(model, 1.0, adapter_name)
+    scores = torch.tensor(results)
+    return HeadProfile(scores if by == "index" else scores.view(num_layers, num_heads), baseline, gamma)
+
+
+def calibrate(
+    model, score: Score, gammas: Sequence[float] = DEFAULT_GAMMAS, heads: HeadList | None = None,
+    adapter_name: str = "default",
+) -> tuple[float, dict[float, float]]:
+    """Grid search of one gamma for ``heads`` (default: all heads of the adapter), maximising ``score``.
+
+    Leaves the best gamma set on the model; returns it and the score of every gamma tried.
+    """
+    table = {}
+    for gamma in tqdm(list(gammas), desc="calibrating gamma", leave=False):
+        set_gamma(model, {pair: gamma for pair in heads} if heads is not None else gamma, adapter_name)
+        table[gamma] = score(model)
+    best = max(table, key=lambda g: (table[g], -abs(math.log(g))))  # ties: the gentler gamma
+    set_gamma(model, {pair: best for pair in heads} if heads is not None else best, adapter_name)
+    logger.info("ZeroTuning calibration: gamma=%s, score %.4f", best, table[best])
+    return best, table
+
+
+def label_word_ids(tokenizer, label_words: Sequence[str]) -> list[int]:
+    """First token id of each label word as it follows a prompt (with a leading space)."""
+    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in label_words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"label words {list(label_words)} share a first token; choose distinguishable words")
+    return ids
+
+
+@torch.no_grad()
+def _label_logprobs(model, tokenizer, prompts: Sequence[str], label_ids: list[int], batch_size: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
+        logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
+        out.append(logits.log_softmax(-1)[:, label_ids].cpu())
+    return torch.cat(out)
+
+
+def label_accuracy_score(tokenizer, prompts: Sequence[str], labels: Sequence[int], label_words: Sequence[str], batch_size: int = 8) -> Score:
+    """Supervised score: accuracy of the argmax over the label words' log-probabilities."""
+    label_ids, targets = label_word_ids(tokenizer, label_words), torch.tensor(list(labels))
+
+    def score(model) -> float:
+        return (_label_logprobs(model, tokenizer, prompts, label_ids, batch_size).argmax(-1) == targets).float().mean().item()
+
+    return score
+
+
+def entropy_score(tokenizer, prompts: Sequence[str], label_words: Sequence[str] | None = None, batch_size: int = 8) -> Score:
+    """Unsupervised score: minus the mean entropy (nats) of the next-token distribution at the last prompt
+    position, renormalised over the label words' first tokens when given (else over the whole vocabulary)."""
+    label_ids = label_word_ids(tokenizer, label_words) if label_words else None
+
+    @torch.no_grad()
+    def score(model) -> float:
+        device = next(model.parameters()).device
+        total = 0.0
+        for start in range(0, len(prompts), batch_size):
+            batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
+            logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
+            if label_ids is not None:
+                logits = logits[:, label_ids]
+            logp = logits.log_softmax(-1)
+            total += -(logp.exp() * logp).sum(-1).sum().item()
+        return -total / len(prompts)
+
+    return score
