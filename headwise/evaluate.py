@@ -9,7 +9,10 @@ from tqdm.auto import tqdm
 
 from .data import IGNORE_INDEX, encode_pair, left_padded_batch
 
-__all__ = ["first_token_accuracy", "greedy_exact_match"]
+__all__ = [
+    "first_token_accuracy", "greedy_exact_match", "label_word_ids", "label_logprobs", "label_constrained_accuracy",
+    "generated_label_accuracy",
+]
 
 
 def _first_answer_token(tokenizer, prompt: str, answer: str) -> int:
@@ -53,3 +56,49 @@ def greedy_exact_match(
         for text, answer in zip(texts, answers[start:start + len(chunk)]):
             correct += _normalise(text.split("\n")[0]) == _normalise(answer)
     return correct / max(len(prompts), 1)
+
+
+def label_word_ids(tokenizer, label_words: Sequence[str]) -> list[int]:
+    """First token id of each label word as it follows a prompt (with a leading space)."""
+    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in label_words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"label words {list(label_words)} share a first token; choose distinguishable words")
+    return ids
+
+
+@torch.no_grad()
+def label_logprobs(model, tokenizer, prompts: Sequence[str], label_words: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+    """(N, C) log-probabilities of each label word's first token after each prompt (full-vocabulary softmax)."""
+    device = next(model.parameters()).device
+    ids = label_word_ids(tokenizer, label_words)
+    out = []
+    for _, chunk in _batches(list(prompts), batch_size, "label scoring"):
+        logits = model(**left_padded_batch(tokenizer, chunk, device), logits_to_keep=1).logits[:, -1].float()
+        out.append(logits.log_softmax(-1)[:, ids].cpu())
+    return torch.cat(out)
+
+
+def label_constrained_accuracy(model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8) -> float:
+    """Accuracy of the argmax over the label words (a wrong format cannot cost anything)."""
+    predicted = label_logprobs(model, tokenizer, prompts, label_words, batch_size).argmax(-1)
+    return (predicted == torch.tensor(list(labels))).float().mean().item()
+
+
+@torch.no_grad()
+def generated_label_accuracy(
+    model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8, max_new_tokens: int = 3
+) -> tuple[float, float]:
+    """Free greedy generation: (accuracy, share of outputs whose first word is no label word)."""
+    device = next(model.parameters()).device
+    words = [w.lower() for w in label_words]
+    correct = invalid = 0
+    for start, chunk in _batches(list(prompts), batch_size, "generation"):
+        batch = left_padded_batch(tokenizer, chunk, device)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        for text, label in zip(tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True), labels[start:start + len(chunk)]):
+            first = (text.strip().split() or [""])[0].strip(".,:;!?\"'").lower()
+            if first not in words:
+                invalid += 1
+            elif words.index(first) == label:
+                correct += 1
+    return correct / max(len(prompts), 1), invalid / max(len(prompts), 1)

@@ -4,7 +4,7 @@ from headwise.registry import HeadPeftType, register_method
 
 from .adapter import ZeroTuningLayer, ZeroTuningModel
 from .calibrate import (
-    DEFAULT_GAMMAS, HeadProfile, calibrate, entropy_score, label_accuracy_score, label_word_ids, profile_heads, set_gamma,
+    DEFAULT_GAMMAS, HeadProfile, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma,
 )
 from .config import ZeroTuningConfig
 
@@ -12,5 +12,5 @@ register_method(HeadPeftType.ZEROTUNING, ZeroTuningConfig, ZeroTuningModel)
 
 __all__ = [
     "DEFAULT_GAMMAS", "HeadProfile", "ZeroTuningConfig", "ZeroTuningLayer", "ZeroTuningModel", "calibrate",
-    "entropy_score", "label_accuracy_score", "label_word_ids", "profile_heads", "set_gamma",
+    "entropy_score", "label_accuracy_score", "profile_heads", "set_gamma",
 ]

@@ -18,13 +18,14 @@ import torch
 from tqdm.auto import tqdm
 
 from headwise.data import left_padded_batch
+from headwise.evaluate import label_constrained_accuracy, label_word_ids
 from headwise.heads import HeadList
 
 from .adapter import ZeroTuningLayer
 
 __all__ = [
     "DEFAULT_GAMMAS", "HeadProfile", "set_gamma", "profile_heads", "calibrate", "label_accuracy_score",
-    "entropy_score", "label_word_ids",
+    "entropy_score",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,33 +142,9 @@ def calibrate(
     return best, table
 
 
-def label_word_ids(tokenizer, label_words: Sequence[str]) -> list[int]:
-    """First token id of each label word as it follows a prompt (with a leading space)."""
-    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"][0] for word in label_words]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"label words {list(label_words)} share a first token; choose distinguishable words")
-    return ids
-
-
-@torch.no_grad()
-def _label_logprobs(model, tokenizer, prompts: Sequence[str], label_ids: list[int], batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
-        logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-        out.append(logits.log_softmax(-1)[:, label_ids].cpu())
-    return torch.cat(out)
-
-
 def label_accuracy_score(tokenizer, prompts: Sequence[str], labels: Sequence[int], label_words: Sequence[str], batch_size: int = 8) -> Score:
-    """Supervised score: accuracy of the argmax over the label words' log-probabilities."""
-    label_ids, targets = label_word_ids(tokenizer, label_words), torch.tensor(list(labels))
-
-    def score(model) -> float:
-        return (_label_logprobs(model, tokenizer, prompts, label_ids, batch_size).argmax(-1) == targets).float().mean().item()
-
-    return score
+    """Supervised score: label-constrained accuracy (argmax over the label words' log-probabilities)."""
+    return lambda model: label_constrained_accuracy(model, tokenizer, prompts, labels, label_words, batch_size)
 
 
 def entropy_score(tokenizer, prompts: Sequence[str], label_words: Sequence[str] | None = None, batch_size: int = 8) -> Score:
