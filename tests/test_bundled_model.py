@@ -91,3 +91,31 @@ def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2):
     injected.unload()
     assert history.best_loss < history.valid_loss[0]
     assert after >= before + 0.15, (before, after)
+
+
+@pytest.mark.slow
+def test_calibrated_zerotuning_changes_the_predictions(smollm2):
+    from headwise.classification import load_classification
+    from headwise.data import shared_data_dir
+    from headwise.evaluate import label_logprobs
+    from zerotuning import ZeroTuningConfig, calibrate, label_accuracy_score
+
+    try:
+        shared_data_dir()
+    except FileNotFoundError:
+        pytest.skip("../shared/data is absent")
+    model, tokenizer = smollm2
+    model.set_attn_implementation("sdpa")
+    task = load_classification("sst2", n_dev=16, n_test=32, seed=0)
+    dev = [task.prompt(r) for r in task.dev]
+    test = [task.prompt(r) for r in task.test]
+    bare = label_logprobs(model, tokenizer, test, task.label_words)
+    wrapped = headwise.wrap(model, ZeroTuningConfig(heads="all"))
+    score = label_accuracy_score(tokenizer, dev, [r["label"] for r in task.dev], task.label_words)
+    gamma, table = calibrate(wrapped, score, (0.5, 1.0, 2.0, 4.0))
+    tuned = label_logprobs(wrapped, tokenizer, test, task.label_words)
+    wrapped.unload()
+    assert table[gamma] >= table[1.0]
+    if gamma != 1.0:
+        assert (tuned - bare).abs().max() > 1e-2  # the calibrated gamma moves the label scores
+    assert (tuned.argmax(-1) != bare.argmax(-1)).any() or table[gamma] == table[1.0]
