@@ -1,0 +1,109 @@
+"""Scale-out on this CPU: bitsandbytes 4-bit/8-bit bases, activation checkpointing, bf16 Trainer."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+
+import headwise
+from headwise.data import PaddingCollator
+from lofit import LofitConfig
+from soft_injection import SoftInjectionConfig, first_token_loss, set_task_embedding
+from test_trainer import toy_task
+from tiny_models import VOCAB, tiny_model
+from tiny_tokenizer import tiny_tokenizer
+from zerotuning import ZeroTuningConfig
+
+pytest.importorskip("bitsandbytes")
+METHODS = {
+    "lofit": lambda: LofitConfig(heads="all", use_scale=True, init_std=0.05),
+    "soft_injection": lambda: SoftInjectionConfig(heads="all"),
+    "zerotuning": lambda: ZeroTuningConfig(heads="all", gamma=1.5),
+}
+SIZE = dict(hidden_size=64, intermediate_size=128)
+TOK = tiny_tokenizer()
+
+
+def prepare(model, method):
+    if method == "soft_injection":
+        set_task_embedding(model, torch.randn(3, 4, 16, generator=torch.Generator().manual_seed(0)))
+    return model
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    tiny_model("llama", **SIZE).save_pretrained(path)
+    return path
+
+
+def quantized(base_dir, bits):
+    config = (
+        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        if bits == 4 else BitsAndBytesConfig(load_in_8bit=True)
+    )
+    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=config, device_map="cpu", attn_implementation="sdpa")
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_quantized_base_trains_with_plain_trainer_and_takes_full_precision_adapters(base_dir, bits, method, tmp_path):
+    model = prepare(headwise.wrap(quantized(base_dir, bits), METHODS[method]()), method)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if method == "soft_injection":  # its objective is the first answer token at the last prompt position
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.2)
+        first_token_loss(model, TOK, ["Q: w1\nA:", "Q: w2 w3\nA:"], ["w40", "w41"]).backward()
+        optimizer.step()
+    else:
+        args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=3, per_device_train_batch_size=8, learning_rate=5e-2,
+                                 report_to=[], use_cpu=True, save_strategy="no", remove_unused_columns=False)
+        Trainer(model=model, args=args, train_dataset=toy_task(24), data_collator=PaddingCollator(0)).train()  # Trainer accepts it
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+    full = prepare(headwise.wrap(AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="sdpa"), METHODS[method]()), method)
+    full.save_pretrained(tmp_path / "full")
+    onto_quantized = headwise.from_pretrained(quantized(base_dir, bits), tmp_path / "full")
+    expected = {n: p for n, p in full.named_parameters() if "_" + "default" in n or n.endswith(".default")}
+    loaded = dict(onto_quantized.named_parameters())
+    assert expected and all(torch.equal(loaded[n], p) for n, p in expected.items())
+    model.save_pretrained(tmp_path / "quant")  # and back: a quantized-base adapter onto the full model
+    back = headwise.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="sdpa"), tmp_path / "quant")
+    ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(back(input_ids=ids).logits).all()
+
+
+def test_lofit_merge_onto_a_4bit_base_is_a_clear_error(base_dir):
+    model = headwise.wrap(quantized(base_dir, 4), LofitConfig(heads="all"))
+    with pytest.raises(TypeError, match="plain float weights"):
+        model.merge_and_unload()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_activation_checkpointing_gives_the_same_gradients(method):
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for checkpointing in (False, True):
+        base = tiny_model("llama", **SIZE)
+        base.train()
+        if checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare(headwise.wrap(base, METHODS[method]()), method)
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_trainer_bf16_on_cpu_keeps_fp32_adapters(tmp_path):
+    model = headwise.wrap(tiny_model("llama", **SIZE), LofitConfig(heads="all"))
+    data, collator = toy_task(32), PaddingCollator(0)
+    with torch.no_grad():
+        before = model(**collator(list(data))).loss.item()
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=4, per_device_train_batch_size=8, learning_rate=5e-2,
+                             bf16=True, use_cpu=True, report_to=[], save_strategy="no", remove_unused_columns=False)
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
+    with torch.no_grad():
+        after = model(**collator(list(data))).loss.item()
+    assert after < before
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
