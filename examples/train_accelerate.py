@@ -1,0 +1,141 @@
+"""Train any headwise adapter with a plain Accelerate loop: one process, DDP over several, any device.
+
+    python examples/train_accelerate.py --method lofit --out out/accelerate            # one process
+    torchrun --nproc_per_node 2 examples/train_accelerate.py --method lofit --out ...  # DDP (gloo on CPU)
+    accelerate launch examples/train_accelerate.py --method zerotuning --out ...       # on GPUs
+
+``--model tiny`` (default) builds a small random Llama and a synthetic task, so the multi-process
+tests run in seconds; ``--model smollm2`` trains on the bundled model with a Function Vectors task.
+The global batch is fixed: each of N processes gets ``--global-batch / N`` rows of every step.
+Only the main process writes the checkpoint; every process writes its final adapter tensors and
+losses to ``<out>/rank<i>.*`` so runs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+import headwise
+from headwise.data import PaddingCollator, answer_only_example
+from lofit import LofitConfig
+from soft_injection import SoftInjectionConfig, set_task_embedding
+from zerotuning import ZeroTuningConfig
+
+CONFIGS = {
+    "lofit": lambda: LofitConfig(heads="all"),
+    "lofit_select": lambda: LofitConfig(heads="all", use_scale=True, use_offset=False, l1_lambda=1e-3),
+    "soft_injection": lambda: SoftInjectionConfig(heads="all"),
+    "zerotuning": lambda: ZeroTuningConfig(heads="all"),
+}
+
+
+def tiny_setup(seed: int):
+    """A small random Llama and a task: prompt (3 tokens + separator) -> 2 answer tokens."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(64):
+        prompt = torch.randint(10, 96, (3,), generator=g).tolist() + [3]
+        rows.append(answer_only_example(prompt, [4 + prompt[0] % 4, 5]))
+    return model, rows, 0
+
+
+def smollm2_setup(seed: int):
+    from headwise.data import load_word_pairs, training_set
+
+    model, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
+    rows = list(training_set(tokenizer, load_word_pairs("antonym", valid=0, test=0.1, seed=seed).train[:256]))
+    return model, rows, tokenizer.pad_token_id
+
+
+def last_token_loss(model, batch):
+    """Soft injection's objective: CE of the first answer token at the last prompt position (left padding)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, -1].float()
+    return F.cross_entropy(logits, batch["target"])
+
+
+def first_answer_batches(rows, pad_id):
+    """Rows -> (prompt, first answer token) pairs for soft injection, collated with left padding."""
+    collate = PaddingCollator(pad_id, padding_side="left")
+
+    def collator(features):
+        prompts = [{"input_ids": [t for t, l in zip(f["input_ids"], f["labels"]) if l == -100]} for f in features]
+        batch = collate(prompts)
+        batch["target"] = torch.tensor([next(t for t in f["labels"] if t != -100) for f in features])
+        return batch
+
+    return collator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--method", choices=sorted(CONFIGS), default="lofit")
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--global-batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=2e-2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    # cpu=True where no GPU: Accelerate then runs a torchrun launch as MULTI_CPU (gloo) instead of one process.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model, rows, pad_id = (tiny_setup if args.model == "tiny" else smollm2_setup)(args.seed)
+    model = headwise.wrap(model, CONFIGS[args.method]())
+    if args.method == "soft_injection":
+        sites = headwise.find_head_sites(model)
+        set_task_embedding(model, torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim, generator=torch.Generator().manual_seed(args.seed)))
+        collator = first_answer_batches(rows, pad_id)
+    else:
+        collator = PaddingCollator(pad_id)
+    if args.global_batch % accelerator.num_processes:
+        raise ValueError(f"--global-batch {args.global_batch} must divide by {accelerator.num_processes} processes")
+    loader = DataLoader(rows, batch_size=args.global_batch // accelerator.num_processes, shuffle=False, collate_fn=collator)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model.train()
+
+    losses, step = [], 0
+    while step < args.steps:
+        for batch in loader:
+            loss = last_token_loss(model, batch) if args.method == "soft_injection" else model(**batch).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
+            step += 1
+            if step == args.steps:
+                break
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    unwrapped = accelerator.unwrap_model(model)
+    adapter = {n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad}
+    save_file(adapter, out / f"rank{accelerator.process_index}.safetensors")
+    wrote = False
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(out / "adapter")
+        wrote = True
+    (out / f"rank{accelerator.process_index}.json").write_text(json.dumps({
+        "losses": losses, "wrote_checkpoint": wrote, "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+    }))
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
