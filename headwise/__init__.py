@@ -8,6 +8,7 @@ from .config import AdapterConfig, AdapterShapeError
 from .heads import group_by_layer, resolve_heads
 from .hub import push_to_hub
 from .model import from_pretrained, get_adapter_model, trainable_parameters, wrap
+from . import models
 from .models import load_bundled_model
 from .registry import HeadPeftType, import_builtin_methods, register_method
 from .sites import ARCHITECTURES, HeadSite, UnsupportedArchitectureError, find_head_sites
