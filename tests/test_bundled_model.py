@@ -12,6 +12,16 @@ def smollm2():
     return headwise.load_bundled_model("smollm2-135m-instruct")
 
 
+@pytest.fixture
+def shared_data():
+    from headwise.data import shared_data_dir
+
+    try:
+        return shared_data_dir()
+    except FileNotFoundError:
+        pytest.skip("../shared/data is absent (set HEADWISE_DATA)")
+
+
 def test_unknown_bundled_model_names_the_choices():
     with pytest.raises(ValueError, match="smollm2-135m-instruct"):
         headwise.load_bundled_model("gpt-7")
@@ -48,16 +58,12 @@ def test_wrap_generate_save_reload_same_output(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2):
+def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2, shared_data):
     pytest.importorskip("matplotlib")
-    from headwise.data import few_shot_prompt, load_word_pairs, shared_data_dir, training_set
+    from headwise.data import few_shot_prompt, load_word_pairs, training_set
     from headwise.evaluate import first_token_accuracy
     from lofit import select_heads, train_offsets
 
-    try:
-        shared_data_dir()
-    except FileNotFoundError:
-        pytest.skip("../shared/data is absent")
     model, tokenizer = smollm2
     task = load_word_pairs("present-past", valid=0, test=60, seed=0)
     data = training_set(tokenizer, task.train[:64])
@@ -72,15 +78,11 @@ def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2):
 
 
 @pytest.mark.slow
-def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2):
-    from headwise.data import few_shot_prompt, load_word_pairs, shared_data_dir
+def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2, shared_data):
+    from headwise.data import few_shot_prompt, load_word_pairs
     from headwise.evaluate import first_token_accuracy
     from soft_injection import SoftInjectionConfig, fit
 
-    try:
-        shared_data_dir()
-    except FileNotFoundError:
-        pytest.skip("../shared/data is absent")
     model, tokenizer = smollm2
     task = load_word_pairs("antonym", valid=40, test=60, seed=0)
     prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
@@ -94,16 +96,11 @@ def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2):
 
 
 @pytest.mark.slow
-def test_calibrated_zerotuning_changes_the_predictions(smollm2):
+def test_calibrated_zerotuning_changes_the_predictions(smollm2, shared_data):
     from headwise.classification import load_classification
-    from headwise.data import shared_data_dir
     from headwise.evaluate import label_logprobs
     from zerotuning import ZeroTuningConfig, calibrate, label_accuracy_score
 
-    try:
-        shared_data_dir()
-    except FileNotFoundError:
-        pytest.skip("../shared/data is absent")
     model, tokenizer = smollm2
     model.set_attn_implementation("sdpa")
     task = load_classification("sst2", n_dev=16, n_test=32, seed=0)
