@@ -89,7 +89,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=["accelerate", "trainer"], default="accelerate",
+                        help="a plain Accelerate loop, or transformers.Trainer (LoFiT / ZeroTuning)")
     args = parser.parse_args()
+    if args.engine == "trainer":
+        return train_with_trainer(args)
 
     # cpu=True where no GPU: Accelerate then runs a torchrun launch as MULTI_CPU (gloo) instead of one process.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -135,6 +139,45 @@ def main() -> None:
         "distributed_type": str(accelerator.distributed_type),
     }))
     accelerator.wait_for_everyone()
+
+
+def train_with_trainer(args) -> None:
+    """The same run through a plain ``transformers.Trainer`` (its sampler shuffles per process)."""
+    import torch.distributed as dist
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    if args.method == "soft_injection":
+        raise SystemExit("soft injection fits theta with its own objective (soft_injection.fit), not Trainer")
+    model, rows, pad_id = (tiny_setup if args.model == "tiny" else smollm2_setup)(args.seed)
+    model = headwise.wrap(model, CONFIGS[args.method]())
+    world = int(__import__("os").environ.get("WORLD_SIZE", 1))
+    losses = []
+
+    class RecordLoss(TrainerCallback):
+        def on_log(self, _args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    training_args = TrainingArguments(
+        output_dir=args.out, per_device_train_batch_size=args.global_batch // world, max_steps=args.steps,
+        learning_rate=args.lr, weight_decay=0.0, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
+        report_to=[], use_cpu=True, seed=args.seed, remove_unused_columns=False, ddp_find_unused_parameters=False,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=PaddingCollator(pad_id),
+                      callbacks=[RecordLoss()])
+    trainer.train()
+    out, rank = Path(args.out), trainer.args.process_index
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out / "adapter"))  # writes on the main process only
+    adapter = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(adapter, out / f"rank{rank}.safetensors")
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "losses": losses, "wrote_checkpoint": trainer.is_world_process_zero(), "num_processes": trainer.args.world_size,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+    }))
+    if dist.is_initialized():
+        dist.barrier()
 
 
 if __name__ == "__main__":

@@ -20,14 +20,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(method: str, out: Path, processes: int) -> list[dict]:
+def launch(method: str, out: Path, processes: int, engine: str = "accelerate") -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     if processes == 1:
         command = [sys.executable, str(SCRIPT)]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                    "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(SCRIPT)]
-    result = subprocess.run(command + ["--method", method, "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    arguments = ["--method", method, "--out", str(out), "--engine", engine]
+    result = subprocess.run(command + arguments, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
 
@@ -50,3 +51,17 @@ def test_two_processes_equal_one_with_the_same_global_batch(method, tmp_path):
         assert torch.allclose(rank0[name], alone[name], atol=1e-5), name
     saved = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     assert len(saved) >= len(rank0)  # soft injection also saves its task embedding
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lofit", "zerotuning"])
+def test_plain_trainer_under_torchrun(method, tmp_path):
+    """Trainer's sampler shuffles per process, so runs are compared with themselves, not with one process."""
+    ranks = launch(method, tmp_path, 2, engine="trainer")
+    assert [r["distributed_type"] for r in ranks] == ["DistributedType.MULTI_CPU"] * 2
+    assert [r["wrote_checkpoint"] for r in ranks] == [True, False]
+    losses = ranks[0]["losses"]
+    assert sum(losses[-4:]) < sum(losses[:4])
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0 and all(torch.equal(rank0[n], rank1[n]) for n in rank0)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
