@@ -89,11 +89,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engine", choices=["accelerate", "trainer"], default="accelerate",
-                        help="a plain Accelerate loop, or transformers.Trainer (LoFiT / ZeroTuning)")
+    parser.add_argument("--engine", choices=["accelerate", "trainer", "fsdp2"], default="accelerate",
+                        help="a plain Accelerate loop, transformers.Trainer (LoFiT / ZeroTuning), or torch FSDP2")
     args = parser.parse_args()
     if args.engine == "trainer":
         return train_with_trainer(args)
+    if args.engine == "fsdp2":
+        return train_with_fsdp2(args)
 
     # cpu=True where no GPU: Accelerate then runs a torchrun launch as MULTI_CPU (gloo) instead of one process.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -139,6 +141,51 @@ def main() -> None:
         "distributed_type": str(accelerator.distributed_type),
     }))
     accelerator.wait_for_everyone()
+
+
+def train_with_fsdp2(args) -> None:
+    """FSDP2 (``fully_shard``) per decoder layer: holders shard with the layer they edit; the full
+    adapter is gathered on rank 0 and saved there with ``save_pretrained``."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    if args.method == "soft_injection":
+        raise SystemExit("use the accelerate engine for soft injection (its own objective)")
+    dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model, rows, pad_id = tiny_setup(args.seed) if args.model == "tiny" else smollm2_setup(args.seed)
+    model = headwise.wrap(model, CONFIGS[args.method]())
+    for layer in model.get_base_model().model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    collate, per_rank, losses = PaddingCollator(pad_id), args.global_batch // world, []
+    for step in range(args.steps):
+        start = (step * args.global_batch) % len(rows) + rank * per_rank
+        loss = model(**collate(rows[start:start + per_rank])).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        reduced = loss.detach().clone()
+        dist.all_reduce(reduced)
+        losses.append(reduced.item() / world)
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        plain, _, _ = tiny_setup(args.seed) if args.model == "tiny" else smollm2_setup(args.seed)
+        plain = headwise.wrap(plain, CONFIGS[args.method]())
+        adapter = {k.removeprefix("base_model.model."): v for k, v in full.items() if "headwise_" in k}
+        plain.load_state_dict({"base_model.model." + k: v for k, v in adapter.items()}, strict=False)
+        plain.save_pretrained(out / "adapter")
+        save_file({n: p.detach().contiguous() for n, p in plain.named_parameters() if p.requires_grad}, out / "rank0.safetensors")
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "losses": losses, "wrote_checkpoint": rank == 0, "num_processes": world, "distributed_type": "FSDP2",
+    }))
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def train_with_trainer(args) -> None:

@@ -65,3 +65,19 @@ def test_plain_trainer_under_torchrun(method, tmp_path):
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert rank0 and all(torch.equal(rank0[n], rank1[n]) for n in rank0)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lofit", "zerotuning"])
+def test_fsdp2_on_cpu_gathers_the_full_adapter_and_equals_one_process(method, tmp_path):
+    single = launch(method, tmp_path / "one", 1)[0]
+    ranks = launch(method, tmp_path / "fsdp", 2, engine="fsdp2")
+    assert [r["wrote_checkpoint"] for r in ranks] == [True, False]
+    assert ranks[0]["losses"] == pytest.approx(single["losses"], abs=1e-5)
+    gathered, alone = load_file(tmp_path / "fsdp" / "rank0.safetensors"), load_file(tmp_path / "one" / "rank0.safetensors")
+    assert gathered.keys() == alone.keys() and gathered
+    for name in alone:  # full, unsharded shapes, same values
+        assert gathered[name].shape == alone[name].shape
+        assert torch.allclose(gathered[name], alone[name], atol=1e-5), name
+    saved = load_file(tmp_path / "fsdp" / "adapter" / "adapter_model.safetensors")
+    assert sorted(t.shape for t in saved.values()) == sorted(t.shape for t in alone.values())
