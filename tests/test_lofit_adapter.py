@@ -109,9 +109,10 @@ def test_l1_penalty_reaches_the_loss():
     assert torch.allclose(bare, plain(input_ids=ids, labels=ids).loss)
 
 
-def test_bf16_model_keeps_fp32_adapter_and_a_tiny_scale_still_counts():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_model_keeps_fp32_adapter_and_a_tiny_scale_still_counts(dtype):
     ids = inputs()
-    base = tiny_model("llama").to(torch.bfloat16)
+    base = tiny_model("llama").to(dtype)
     with torch.no_grad():
         bare = base(input_ids=ids).logits.clone()
     model = headwise.wrap(base, LofitConfig(heads="all", use_scale=True, use_offset=False))
@@ -122,5 +123,5 @@ def test_bf16_model_keeps_fp32_adapter_and_a_tiny_scale_still_counts():
             p.fill_(1e-3)
         assert torch.tensor(1.0, dtype=torch.bfloat16) + 1e-3 == 1.0  # why the adapter must stay fp32
         out = model(input_ids=ids).logits
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     assert (out.float() - bare.float()).abs().max() > 0
