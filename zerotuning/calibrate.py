@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headwise.data import left_padded_batch
-from headwise.evaluate import label_constrained_accuracy, label_word_ids
+from headwise.evaluate import label_logprobs, label_word_ids
 from headwise.heads import HeadList
 
 from .adapter import ZeroTuningLayer
@@ -90,7 +90,9 @@ class HeadProfile:
         up, down = self.up_effective, self.down_effective
         gain = lambda hs: sum(abs(float(self.scores.flatten()[self._flat(h)])) for h in hs)  # noqa: E731
         chosen = up if gain(up) >= gain(down) else down
-        chosen = chosen[: max(1, round(fraction * len(chosen)))] if chosen else []
+        if not chosen:
+            raise ValueError("no head moved the score at this gamma: profile with a smoother score or more data")
+        chosen = chosen[: max(1, round(fraction * len(chosen)))]
         if self.scores.dim() == 1:
             return [(layer, h) for layer in range(num_layers) for h in sorted(chosen)]
         return sorted(chosen)
@@ -143,8 +145,17 @@ def calibrate(
 
 
 def label_accuracy_score(tokenizer, prompts: Sequence[str], labels: Sequence[int], label_words: Sequence[str], batch_size: int = 8) -> Score:
-    """Supervised score: label-constrained accuracy (argmax over the label words' log-probabilities)."""
-    return lambda model: label_constrained_accuracy(model, tokenizer, prompts, labels, label_words, batch_size)
+    """Supervised score: label-constrained accuracy (argmax over the label words' log-probabilities),
+    ties broken by the mean log-probability of the correct label among the label words (weight 1e-3),
+    so that small validation sets still rank heads and gammas."""
+    targets = torch.tensor(list(labels))
+
+    def score(model) -> float:
+        logp = label_logprobs(model, tokenizer, prompts, label_words, batch_size).log_softmax(-1)
+        accuracy = (logp.argmax(-1) == targets).float().mean().item()
+        return accuracy + 1e-3 * logp[torch.arange(len(targets)), targets].mean().item()
+
+    return score
 
 
 def entropy_score(tokenizer, prompts: Sequence[str], label_words: Sequence[str] | None = None, batch_size: int = 8) -> Score:
