@@ -55,6 +55,7 @@ def test_wrap_generate_save_reload_same_output(smollm2, tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded.generate(**prompt, max_new_tokens=10, do_sample=False), adapted)
         assert torch.equal(reloaded(**prompt).logits, logits)
+    reloaded.unload()  # the model is shared by the tests of this module
 
 
 @pytest.mark.slow
