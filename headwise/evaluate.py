@@ -15,7 +15,8 @@ __all__ = [
 ]
 
 
-def _first_answer_token(tokenizer, prompt: str, answer: str) -> int:
+def first_answer_token(tokenizer, prompt: str, answer: str) -> int:
+    """Id of the answer's first token as it follows the prompt."""
     example = encode_pair(tokenizer, prompt, answer)
     return example["input_ids"][example["labels"].count(IGNORE_INDEX)]
 
@@ -29,7 +30,7 @@ def _batches(items: Sequence, size: int, desc: str):
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> float:
     """Share of items whose argmax next token after the prompt is the answer's first token."""
     device = next(model.parameters()).device
-    targets = [_first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    targets = [first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
     correct = 0
     for start, chunk in _batches(prompts, batch_size, "first-token accuracy"):
         logits = model(**left_padded_batch(tokenizer, chunk, device), logits_to_keep=1).logits[:, -1]

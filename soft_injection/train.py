@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import headwise
-from headwise.data import encode_pair, few_shot_prompt, left_padded_batch
+from headwise.data import few_shot_prompt, left_padded_batch
+from headwise.evaluate import first_answer_token
 
 from .adapter import SoftInjectionLayer
 from .config import SoftInjectionConfig
@@ -77,19 +78,11 @@ def alpha_matrix(model, adapter_name: str = "default") -> torch.Tensor:
     return out
 
 
-def _first_answer_tokens(tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-    ids = []
-    for prompt, answer in zip(prompts, answers):
-        example = encode_pair(tokenizer, prompt, answer)
-        ids.append(example["input_ids"][example["labels"].count(-100)])
-    return torch.tensor(ids)
-
-
 def first_token_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
     """Mean CE of the first answer token at each prompt's last position (left padding)."""
     device = next(model.parameters()).device
     logits = model(**left_padded_batch(tokenizer, prompts, device), logits_to_keep=1).logits[:, -1].float()
-    return F.cross_entropy(logits, _first_answer_tokens(tokenizer, prompts, answers).to(device))
+    return F.cross_entropy(logits, torch.tensor([first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)], device=device))
 
 
 @torch.no_grad()
