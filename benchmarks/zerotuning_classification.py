@@ -1,6 +1,7 @@
 """ZeroTuning on SmolLM2-135M-Instruct: SST-2, CB, RTE, AG News, 0-shot and few-shot prompts.
 
-    python benchmarks/zerotuning_classification.py [--tasks sst2 cb rte agnews] [--n-dev 16] [--n-test 64] [--append]
+    python benchmarks/zerotuning_classification.py [--tasks sst2 cb rte agnews] [--n-dev 16] [--n-test 64]
+        [--methods untuned supervised unsupervised trained] [--train-lr 0.1] [--append]
 
 Rows per set and prompt: the untuned model; supervised ZeroTuning (head indices profiled at gamma=2 on
 dev label accuracy, the dominant kind's top half tuned, one gamma grid-searched on dev); unsupervised
@@ -28,22 +29,21 @@ import headwise  # noqa: E402
 from common import machine, markdown_table  # noqa: E402
 from headwise.classification import load_classification  # noqa: E402
 from headwise.data import encode_pair, left_padded_batch  # noqa: E402
-from headwise.evaluate import generated_label_accuracy, label_constrained_accuracy  # noqa: E402
+from headwise.evaluate import label_accuracy  # noqa: E402
 from headwise.training import train  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 GRID = (0.5, 0.8, 1.0, 1.5, 2.5)
 SHOTS = {"sst2": 2, "cb": 1, "rte": 1, "agnews": 2}
+METHODS = ("untuned", "supervised", "unsupervised", "trained")
 
 
 def scores(model, tokenizer, task, prompts, labels):
-    label = label_constrained_accuracy(model, tokenizer, prompts, labels, task.label_words)
-    generated, invalid = generated_label_accuracy(model, tokenizer, prompts, labels, task.label_words)
-    return label, generated, invalid
+    result = label_accuracy(model, tokenizer, prompts, labels, task.label_words)
+    return result.constrained, result.generated, result.not_a_label
 
 
-@torch.no_grad()
 def overhead(model, tokenizer, prompts, repeats=7):
     """Median forward time of the adapted model over the bare one (adapters disabled), interleaved."""
     batch = left_padded_batch(tokenizer, prompts[:8])
@@ -63,7 +63,9 @@ def run_task(name, args, base, tokenizer, log):
     task = load_classification(name, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     num_layers = len(headwise.find_head_sites(base))
     model = headwise.wrap(base, ZeroTuningConfig(heads="all"))
-    rows, head_choice = {}, None
+    rows, head_choice, ratio = {}, None, float("nan")
+    began = time.perf_counter()
+    stage = lambda text: log(f"  [{name} {time.perf_counter() - began:6.0f} s] {text}")  # noqa: E731
     for shots in (0, SHOTS[name]):
         demos = task.demonstrations(shots, seed=args.seed)
         dev_prompts = [task.prompt(r, demos) for r in task.dev]
@@ -71,27 +73,40 @@ def run_task(name, args, base, tokenizer, log):
         dev_labels, test_labels = [r["label"] for r in task.dev], [r["label"] for r in task.test]
         kind = f"{shots}-shot"
         set_gamma(model, 1.0)
-        with model.disable_adapter():
-            rows[(kind, "untuned")] = scores(model, tokenizer, task, test_prompts, test_labels)
-        supervised = label_accuracy_score(tokenizer, dev_prompts, dev_labels, task.label_words)
-        if head_choice is None:  # profiled once per set, on the 0-shot dev prompts
-            profile = profile_heads(model, supervised, gamma=2.0)
-            head_choice = profile.heads(0.5, num_layers)
-            profile.plot(Path(args.out) / f"zerotuning_profile_{name}.png", title=f"ZeroTuning profile: {name}")
-        gamma, _ = calibrate(model, supervised, GRID, heads=head_choice)
-        rows[(kind, f"supervised (gamma {gamma:g} on {len(head_choice) // num_layers} head indices)")] = scores(model, tokenizer, task, test_prompts, test_labels)
-        set_gamma(model, 1.0)
-        gamma, _ = calibrate(model, entropy_score(tokenizer, dev_prompts, task.label_words), GRID)
-        rows[(kind, f"unsupervised entropy (gamma {gamma:g}, all heads)")] = scores(model, tokenizer, task, test_prompts, test_labels)
+        if "untuned" in args.methods:
+            with model.disable_adapter():
+                rows[(kind, "untuned")] = scores(model, tokenizer, task, test_prompts, test_labels)
+            stage(f"{kind} untuned scored")
+        if "supervised" in args.methods:
+            supervised = label_accuracy_score(tokenizer, dev_prompts, dev_labels, task.label_words)
+            if head_choice is None:  # profiled once per set, on the 0-shot dev prompts
+                profile = profile_heads(model, supervised, gamma=2.0)
+                head_choice = profile.heads(0.5, num_layers)
+                profile.plot(Path(args.out) / f"zerotuning_profile_{name}.png", title=f"ZeroTuning profile: {name}")
+                stage("heads profiled")
+            gamma, _ = calibrate(model, supervised, GRID, heads=head_choice)
+            rows[(kind, f"supervised (gamma {gamma:g} on {len(head_choice) // num_layers} head indices)")] = scores(
+                model, tokenizer, task, test_prompts, test_labels
+            )
+            stage(f"{kind} supervised calibrated and scored")
+            set_gamma(model, 1.0)
+        if "unsupervised" in args.methods:
+            gamma, _ = calibrate(model, entropy_score(tokenizer, dev_prompts, task.label_words), GRID)
+            rows[(kind, f"unsupervised entropy (gamma {gamma:g}, all heads)")] = scores(model, tokenizer, task, test_prompts, test_labels)
+            stage(f"{kind} unsupervised calibrated and scored")
         if shots == 0:
             ratio = overhead(model, tokenizer, test_prompts)
-    set_gamma(model, 1.0)
-    train_rows = [encode_pair(tokenizer, task.prompt(r), task.label_words[r["label"]]) for r in task.train[: args.n_train]]
-    from datasets import Dataset
+    if "trained" in args.methods:
+        from datasets import Dataset
 
-    train(model, Dataset.from_list(train_rows), args.train_lr, epochs=1, batch_size=8, seed=args.seed)
-    zero_prompts = [task.prompt(r) for r in task.test]
-    rows[("0-shot", "trained ln gamma (all heads)")] = scores(model.eval(), tokenizer, task, zero_prompts, [r["label"] for r in task.test])
+        set_gamma(model, 1.0)
+        train_rows = [encode_pair(tokenizer, task.prompt(r), task.label_words[r["label"]]) for r in task.train[: args.n_train]]
+        train(model, Dataset.from_list(train_rows), args.train_lr, epochs=args.train_epochs, batch_size=8, seed=args.seed)
+        zero_prompts = [task.prompt(r) for r in task.test]
+        rows[("0-shot", f"trained ln gamma (all heads, lr {args.train_lr:g})")] = scores(
+            model.eval(), tokenizer, task, zero_prompts, [r["label"] for r in task.test]
+        )
+        stage("ln gamma trained and scored")
     model.unload()
     for (kind, label), (acc, gen, invalid) in rows.items():
         log(f"{name} {kind} {label}: label {acc:.3f} generated {gen:.3f} (not a label {invalid:.2f})")
@@ -104,7 +119,12 @@ def main():
     parser.add_argument("--n-dev", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=64)
     parser.add_argument("--n-train", type=int, default=128)
-    parser.add_argument("--train-lr", type=float, default=2e-2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--train-lr", type=float, default=0.1,
+        help="Adam moves ln gamma by about lr a step: 0.1 reaches the calibrated range (|ln gamma| <= 1.9) in ~20 steps",
+    )
+    parser.add_argument("--train-epochs", type=float, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true")
@@ -143,7 +163,8 @@ def main():
                 f"\n## ZeroTuning on classification, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
                 f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n"
                 f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
-                f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; sdpa attention.\n\n{text}\n\n"
+                f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
+                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention.\n\n{text}\n\n"
                 f"Forward-pass overhead, adapted / bare (median of 7 interleaved runs, batch 8): {overheads}\n"
             )
 

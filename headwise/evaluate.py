@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -11,7 +12,7 @@ from .data import IGNORE_INDEX, encode_pair, left_padded_batch
 
 __all__ = [
     "first_token_accuracy", "greedy_exact_match", "label_word_ids", "label_logprobs", "label_constrained_accuracy",
-    "generated_label_accuracy",
+    "generated_label_accuracy", "label_accuracy", "LabelAccuracy",
 ]
 
 
@@ -85,21 +86,48 @@ def label_constrained_accuracy(model, tokenizer, prompts, labels: Sequence[int],
     return (predicted == torch.tensor(list(labels))).float().mean().item()
 
 
+@dataclass
+class LabelAccuracy:
+    """Accuracy of one classification run, scored two ways from the same forward passes."""
+
+    constrained: float  # argmax over the label words' first tokens (a wrong format cannot cost anything)
+    generated: float  # the first word of the free greedy continuation names the right label
+    not_a_label: float  # share of greedy continuations whose first word is no label word
+
+
+def _first_word(text: str) -> str:
+    return (text.strip().split() or [""])[0].strip(".,:;!?\"'").lower()
+
+
 @torch.no_grad()
+def label_accuracy(
+    model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8, max_new_tokens: int = 3
+) -> LabelAccuracy:
+    """Label-constrained and free-generation accuracy from one greedy ``generate`` per batch: the logits of
+    its first step are the label-constrained scores, so the prompt is encoded once for both."""
+    device = next(model.parameters()).device
+    ids, words = label_word_ids(tokenizer, label_words), [w.lower() for w in label_words]
+    constrained = generated = invalid = 0
+    for start, chunk in _batches(list(prompts), batch_size, "label accuracy"):
+        batch = left_padded_batch(tokenizer, chunk, device)
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            output_logits=True, return_dict_in_generate=True,
+        )
+        scored = out.logits[0][:, ids].argmax(-1).tolist()
+        texts = tokenizer.batch_decode(out.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for text, choice, label in zip(texts, scored, labels[start:start + len(chunk)]):
+            first = _first_word(text)
+            constrained += choice == label
+            invalid += first not in words
+            generated += first in words and words.index(first) == label
+    n = max(len(prompts), 1)
+    return LabelAccuracy(constrained / n, generated / n, invalid / n)
+
+
 def generated_label_accuracy(
     model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8, max_new_tokens: int = 3
 ) -> tuple[float, float]:
     """Free greedy generation: (accuracy, share of outputs whose first word is no label word)."""
-    device = next(model.parameters()).device
-    words = [w.lower() for w in label_words]
-    correct = invalid = 0
-    for start, chunk in _batches(list(prompts), batch_size, "generation"):
-        batch = left_padded_batch(tokenizer, chunk, device)
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        for text, label in zip(tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True), labels[start:start + len(chunk)]):
-            first = (text.strip().split() or [""])[0].strip(".,:;!?\"'").lower()
-            if first not in words:
-                invalid += 1
-            elif words.index(first) == label:
-                correct += 1
-    return correct / max(len(prompts), 1), invalid / max(len(prompts), 1)
+    result = label_accuracy(model, tokenizer, prompts, labels, label_words, batch_size, max_new_tokens)
+    return result.generated, result.not_a_label
