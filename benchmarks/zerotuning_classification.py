@@ -15,6 +15,7 @@ model as a ratio to the bare model, interleaved in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
@@ -44,19 +45,19 @@ def scores(model, tokenizer, task, prompts, labels):
     return result.constrained, result.generated, result.not_a_label
 
 
-def overhead(model, tokenizer, prompts, repeats=7):
-    """Median forward time of the adapted model over the bare one (adapters disabled), interleaved."""
+@torch.no_grad()
+def overhead(model, tokenizer, prompts, repeats=9):
+    """Median forward time of the adapted model over the bare one (adapters disabled), interleaved with the
+    order alternating, so that drift in the machine's speed hits both sides alike."""
     batch = left_padded_batch(tokenizer, prompts[:8])
-    ours, bare = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(**batch)
-        ours.append(time.perf_counter() - start)
-        with model.disable_adapter():
-            start = time.perf_counter()
-            model(**batch)
-            bare.append(time.perf_counter() - start)
-    return statistics.median(ours) / statistics.median(bare)
+    times = {True: [], False: []}
+    for repeat in range(repeats):
+        for adapted in ((True, False) if repeat % 2 else (False, True)):
+            with contextlib.nullcontext() if adapted else model.disable_adapter():
+                start = time.perf_counter()
+                model(**batch)
+                times[adapted].append(time.perf_counter() - start)
+    return statistics.median(times[True]) / statistics.median(times[False])
 
 
 def run_task(name, args, base, tokenizer, log):
@@ -156,7 +157,7 @@ def main():
     header = ["prompt", "method", *[f"{n} (label / generated)" for n in results], "mean label acc"]
     text = markdown_table(header, table)
     overheads = ", ".join(f"{n} {r:.3f}" for n, (_, r) in results.items())
-    print("\n" + text + f"\n\nforward overhead (adapted / bare, all 270 heads, median of 7 interleaved): {overheads}")
+    print("\n" + text + f"\n\nforward overhead (adapted / bare, all 270 heads, median of 9 interleaved): {overheads}")
     if args.append:
         with RESULTS.open("a") as handle:
             handle.write(
@@ -165,7 +166,7 @@ def main():
                 f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
                 f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
                 f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention.\n\n{text}\n\n"
-                f"Forward-pass overhead, adapted / bare (median of 7 interleaved runs, batch 8): {overheads}\n"
+                f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}\n"
             )
 
 
