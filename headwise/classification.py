@@ -92,9 +92,8 @@ def load_classification(name: str, n_dev: int = 100, n_test: int = 200, seed: in
         template, words = "Article: {text}\nAnswer:", ["World", "Sports", "Business", "Technology"]
     else:
         raise ValueError(f"unknown classification set {name!r}; known: {', '.join(CLASSIFICATION_TASKS)}")
-    rng = random.Random(seed)
-    dev = rng.sample(dev, min(n_dev, len(dev)))
-    test = rng.sample(test, min(n_test, len(test)))
+    dev = random.Random(seed).sample(dev, min(n_dev, len(dev)))
+    test = random.Random(seed + 1).sample(test, min(n_test, len(test)))  # the same test items whatever n_dev
     return ClassificationTask(name, template, words, train, dev, test)
 
 
