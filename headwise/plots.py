@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 __all__ = ["plot_head_scores"]
 
 
 def plot_head_scores(
-    scores, path: str | Path, selected: Iterable[tuple[int, int]] = (), title: str = "", label: str = "score"
+    scores, path: str | Path, selected: Iterable[tuple[int, int]] = (), title: str = "", label: str = "score",
+    rows: Sequence[str] | None = None,
 ) -> Path:
-    """Save an (L, H) matrix as a heatmap PNG (layers on the y axis); ``selected`` heads get a box."""
+    """Save an (L, H) matrix as a heatmap PNG (layers on the y axis); ``selected`` heads get a box.
+    ``rows`` names the rows instead of layer numbers (e.g. ["all layers"] for a per-head-index score)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,8 +27,13 @@ def plot_head_scores(
     for layer, head in selected:
         ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     ax.set_xlabel("head")
-    ax.set_ylabel("layer")
     ax.set_xticks(range(num_heads))
+    if rows is not None and len(rows) != num_layers:
+        raise ValueError(f"rows names {len(rows)} rows but the scores have {num_layers}")
+    row_ticks = list(range(0, num_layers, max(1, num_layers // 15)))
+    ax.set_yticks(row_ticks)
+    ax.set_yticklabels([rows[i] for i in row_ticks] if rows is not None else row_ticks)
+    ax.set_ylabel("layer" if rows is None else "")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()

@@ -100,8 +100,10 @@ class HeadProfile:
     def plot(self, path, title: str = "ZeroTuning head profile"):
         from headwise.plots import plot_head_scores
 
-        scores = self.scores if self.scores.dim() == 2 else self.scores[None]
-        return plot_head_scores(scores, path, title=title, label=f"score change at gamma={self.gamma}")
+        by_index = self.scores.dim() == 1
+        scores = self.scores[None] if by_index else self.scores
+        rows = ["every layer"] if by_index else None
+        return plot_head_scores(scores, path, title=title, label=f"score change at gamma={self.gamma}", rows=rows)
 
 
 def profile_heads(model, score: Score, gamma: float = 2.0, by: str = "index", adapter_name: str = "default") -> HeadProfile:
