@@ -64,9 +64,12 @@ def run_task(name, args, base, tokenizer, log):
     task = load_classification(name, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     num_layers = len(headwise.find_head_sites(base))
     model = headwise.wrap(base, ZeroTuningConfig(heads="all"))
-    rows, head_choice, ratio = {}, None, float("nan")
+    rows, head_choice = {}, None
     began = time.perf_counter()
-    stage = lambda text: log(f"  [{name} {time.perf_counter() - began:6.0f} s] {text}")  # noqa: E731
+
+    def stage(text):
+        log(f"  [{name} {time.perf_counter() - began:6.0f} s] {text}")
+
     for shots in (0, SHOTS[name]):
         demos = task.demonstrations(shots, seed=args.seed)
         dev_prompts = [task.prompt(r, demos) for r in task.dev]

@@ -22,14 +22,14 @@ def plot_head_scores(
 
     data = scores.detach().float().cpu().numpy() if hasattr(scores, "detach") else scores
     num_layers, num_heads = data.shape
+    if rows is not None and len(rows) != num_layers:
+        raise ValueError(f"rows names {len(rows)} rows but the scores have {num_layers}")
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * num_heads + 2), max(3.0, 0.22 * num_layers + 1.5)))
     image = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis")
     for layer, head in selected:
         ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     ax.set_xlabel("head")
     ax.set_xticks(range(num_heads))
-    if rows is not None and len(rows) != num_layers:
-        raise ValueError(f"rows names {len(rows)} rows but the scores have {num_layers}")
     row_ticks = list(range(0, num_layers, max(1, num_layers // 15)))
     ax.set_yticks(row_ticks)
     ax.set_yticklabels([rows[i] for i in row_ticks] if rows is not None else row_ticks)
