@@ -5,7 +5,7 @@ import torch
 
 from headwise.evaluate import (
     first_token_accuracy, generated_label_accuracy, greedy_exact_match, label_accuracy, label_constrained_accuracy,
-    label_logprobs, label_word_ids,
+    label_logprobs, label_variants, label_word_ids,
 )
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
@@ -84,3 +84,43 @@ def test_label_words_sharing_a_first_token_are_refused(setup):
     _, tokenizer = setup
     with pytest.raises(ValueError, match="share a first token"):
         label_word_ids(tokenizer, ["w1 w2", "w1 w3"])
+
+
+def test_label_variants_cover_case_and_spacing_and_drop_unknown_forms(setup):
+    _, tokenizer = setup
+    ids = lambda word: tuple(tokenizer(word, add_special_tokens=False)["input_ids"])  # noqa: E731
+    variants = label_variants(tokenizer, ["yes", "no", "w1 w2"])
+    assert variants[0] == [ids("yes"), ids("Yes")]  # " yes" and "yes" are one form for a word-level vocabulary
+    assert variants[1] == [ids("no")]  # "No" is not in the vocabulary: an <unk> form is dropped
+    assert variants[2] == [ids("w1 w2")] and len(variants[2][0]) == 2
+
+
+def test_label_logprobs_add_surface_forms_and_score_multi_token_words_in_full(setup):
+    model, tokenizer = setup
+    yes, cap_yes, w1, w2 = (tokenizer.convert_tokens_to_ids(t) for t in ("yes", "Yes", "w1", "w2"))
+    scores = label_logprobs(model, tokenizer, PROMPTS, ["yes", "w1 w2"], batch_size=2)
+    for row, prompt in enumerate(PROMPTS):
+        logp = _alone(model, tokenizer, prompt)[0].log_softmax(-1)
+        after_w1 = _alone(model, tokenizer, prompt + " w1")[0].log_softmax(-1)
+        expected = torch.stack([torch.logaddexp(logp[yes], logp[cap_yes]), logp[w1] + after_w1[w2]])
+        torch.testing.assert_close(scores[row], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_label_written_in_another_case_is_scored():
+    """The model writes 'Yes' after every prompt; label-constrained scoring must count it for the label 'yes'
+    (scoring only ' yes' let free generation beat the constrained score)."""
+    model, tokenizer = tiny_model("llama", seed=3), tiny_tokenizer()
+    cap_yes = tokenizer.convert_tokens_to_ids("Yes")
+    with torch.no_grad():
+        last = torch.stack([model.model(input_ids=torch.tensor([tokenizer(p)["input_ids"]])).last_hidden_state[0, -1] for p in PROMPTS])
+        model.lm_head.weight[cap_yes] = torch.linalg.pinv(last) @ torch.full((len(PROMPTS),), 100.0)  # logit 100 everywhere
+    result = label_accuracy(model, tokenizer, PROMPTS, [0] * len(PROMPTS), ["yes", "w1"], batch_size=2)
+    assert (result.generated, result.not_a_label, result.constrained) == (1.0, 0.0, 1.0)
+    probs = label_logprobs(model, tokenizer, PROMPTS, ["yes", "w1"]).exp()
+    assert (probs[:, 0] > 0.99).all()
+
+
+def test_label_words_that_share_a_surface_form_are_refused(setup):
+    _, tokenizer = setup
+    with pytest.raises(ValueError, match="share the surface form"):
+        label_variants(tokenizer, ["yes", "Yes"])

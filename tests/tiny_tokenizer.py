@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-WORDS = [f"w{i}" for i in range(80)] + ["Q", "A", ":", "\n"]
+WORDS = [f"w{i}" for i in range(80)] + ["Q", "A", ":", "\n", "yes", "Yes", "no"]
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:

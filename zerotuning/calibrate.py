@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from headwise.data import left_padded_batch
-from headwise.evaluate import label_logprobs, label_word_ids
+from headwise.evaluate import label_logprobs
 from headwise.heads import HeadList
 
 from .adapter import ZeroTuningLayer
@@ -162,19 +162,19 @@ def label_accuracy_score(tokenizer, prompts: Sequence[str], labels: Sequence[int
 
 def entropy_score(tokenizer, prompts: Sequence[str], label_words: Sequence[str] | None = None, batch_size: int = 8) -> Score:
     """Unsupervised score: minus the mean entropy (nats) of the next-token distribution at the last prompt
-    position, renormalised over the label words' first tokens when given (else over the whole vocabulary)."""
-    label_ids = label_word_ids(tokenizer, label_words) if label_words else None
+    position, renormalised over the label words (every surface form, ``label_logprobs``) when given, else
+    over the whole vocabulary."""
 
     @torch.no_grad()
     def score(model) -> float:
+        if label_words:
+            logp = label_logprobs(model, tokenizer, prompts, label_words, batch_size).log_softmax(-1)
+            return (logp.exp() * logp).sum(-1).mean().item()
         device = next(model.parameters()).device
         total = 0.0
         for start in range(0, len(prompts), batch_size):
             batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
-            logits = model(**batch, logits_to_keep=1).logits[:, -1].float()
-            if label_ids is not None:
-                logits = logits[:, label_ids]
-            logp = logits.log_softmax(-1)
+            logp = model(**batch, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
             total += -(logp.exp() * logp).sum(-1).sum().item()
         return -total / len(prompts)
 
