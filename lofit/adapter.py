@@ -2,12 +2,17 @@
 
     z_h <- (1 + A_h) * z_h + v_h        for each selected head h, at every token position
 
+The offset is stored as ``v_h = unit_h * u_h``: ``u`` is the trained parameter and ``unit_h`` a saved
+per-head constant (1 by default; ``lofit.set_offset_units`` sets it to the head's output scale), so an
+optimiser step of a given size moves every head's offset by the same share of that head's output.
+
 Merging folds it exactly into the projection: W' = W diag(1 + A), b' = b + W v.
 """
 
 from __future__ import annotations
 
 import torch
+from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
@@ -22,11 +27,12 @@ __all__ = ["LofitLayer", "LofitModel"]
 
 class LofitLayer(HeadLayer):
     adapter_layer_names = ("lofit_offset", "lofit_scale")
-    other_param_names = ("head_index", "lofit_l1")
+    other_param_names = ("head_index", "lofit_l1", "lofit_offset_unit")
 
     def __init__(self, site) -> None:
         super().__init__(site)
-        self.lofit_offset = nn.ParameterDict()  # adapter -> (n_selected, d) fp32
+        self.lofit_offset = nn.ParameterDict()  # adapter -> (n_selected, d) fp32: u, with v = unit * u
+        self.lofit_offset_unit = BufferDict({}, persistent=True)  # adapter -> (n_selected, 1) fp32
         self.lofit_scale = nn.ParameterDict()  # adapter -> (n_selected, d) fp32
         self.lofit_l1: dict[str, float] = {}
         self._created_bias = False
@@ -34,6 +40,7 @@ class LofitLayer(HeadLayer):
     def create_parameters(self, adapter_name: str, num_selected: int, config: LofitConfig) -> None:
         if config.use_offset:
             self.lofit_offset[adapter_name] = self.new_parameter(num_selected, config.init_std)
+            self.lofit_offset_unit[adapter_name] = torch.ones(num_selected, 1, device=self._device())
         if config.use_scale:
             self.lofit_scale[adapter_name] = self.new_parameter(num_selected, config.scale_init_std)
         self.lofit_l1[adapter_name] = config.l1_lambda
@@ -53,8 +60,19 @@ class LofitLayer(HeadLayer):
         if adapter_name in self.lofit_scale:
             gain = self.full_head_tensor(1.0 + self.lofit_scale[adapter_name], adapter_name, fill=1.0)
         if adapter_name in self.lofit_offset:
-            shift = self.full_head_tensor(self.lofit_offset[adapter_name], adapter_name, fill=0.0)
+            shift = self.full_head_tensor(self.offset(adapter_name), adapter_name, fill=0.0)
         return gain, shift
+
+    def offset(self, adapter_name: str) -> torch.Tensor:
+        """(n_selected, d) offsets v = unit * u of this layer's selected heads."""
+        return self.lofit_offset[adapter_name] * self.lofit_offset_unit[adapter_name]
+
+    def set_offset_unit(self, adapter_name: str, unit: torch.Tensor) -> None:
+        """Measure the offsets in ``unit`` (n_selected,) from now on, keeping v itself unchanged."""
+        unit = unit.to(self.lofit_offset_unit[adapter_name]).reshape(-1, 1)
+        with torch.no_grad():
+            self.lofit_offset[adapter_name].mul_(self.lofit_offset_unit[adapter_name] / unit)
+        self.lofit_offset_unit[adapter_name] = unit
 
     def regularization(self, adapter_name: str) -> torch.Tensor | None:
         l1 = self.lofit_l1.get(adapter_name, 0.0)

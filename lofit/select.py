@@ -1,13 +1,18 @@
 """LoFiT's two phases: choose heads by L1-regularised scaling, then train offsets on them.
 
 Phase 1 trains a scale vector A on every head (base frozen) with loss + l1 * sum|A|, scores each head
-by ||A||_2 and keeps the top k ranked across all layers. Phase 2 starts again from the base model and
-trains offset vectors v on the chosen heads only. Both phases are plain ``transformers.Trainer`` runs.
+by ||A||_2 and keeps the top k ranked across all layers. It runs at least ``min_steps`` optimiser steps
+whatever the data size: after a handful of Adam steps every element has moved by about lr·steps and
+||A|| ranks heads by the sign consistency of their gradient, not by what they do for the task.
+Phase 2 starts again from the base model and trains offset vectors v on the chosen heads only, in
+units of each head's output RMS (``lofit.units``), keeping the adapter of the best validation check.
+Both phases are plain ``transformers.Trainer`` runs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +21,11 @@ from transformers import set_seed
 
 import headwise
 from headwise.heads import HeadList, top_k_heads
-from headwise.training import train
+from headwise.training import _pad_id, split_for_validation, train
 
 from .adapter import LofitLayer
 from .config import LofitConfig
+from .units import offset_units_from_data, set_offset_units
 
 __all__ = ["HeadSelection", "select_heads", "train_offsets", "fit"]
 
@@ -53,16 +59,19 @@ def scale_norms(model, adapter_name: str) -> torch.Tensor:
 
 
 def select_heads(
-    model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, lr: float = 1e-3, epochs: float = 1,
-    batch_size: int = 8, seed: int = 0, **training_args,
+    model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, lr: float = 5e-3, epochs: float | None = None,
+    batch_size: int = 8, seed: int = 0, min_steps: int = 40, **training_args,
 ) -> HeadSelection:
     """Phase 1 on a bare transformers model; the model is returned to its original state afterwards.
 
     ``k``: number of heads, or a fraction of all heads (0.03 = the paper's small setting).
     ``train_dataset``: rows of input_ids / labels (answer-only), e.g. ``headwise.data.training_set``.
+    ``epochs``: default enough epochs for ``min_steps`` optimiser steps (at least one epoch).
     """
     if hasattr(model, "peft_config"):
         raise ValueError("select_heads takes the bare base model: unload() its adapters first")
+    if epochs is None:
+        epochs = max(1, math.ceil(min_steps / max(1, math.ceil(len(train_dataset) / batch_size))))
     set_seed(seed)
     config = LofitConfig(heads="all", use_scale=True, use_offset=False, l1_lambda=l1)
     wrapped = headwise.wrap(model, config, adapter_name=_SELECTION_ADAPTER)
@@ -77,21 +86,35 @@ def select_heads(
 
 
 def train_offsets(
-    model, heads: HeadList, train_dataset, lr: float = 1e-2, epochs: float = 5, batch_size: int = 8, seed: int = 0,
-    adapter_name: str = "default", **training_args,
+    model, heads: HeadList, train_dataset, lr: float = 0.1, epochs: float = 5, batch_size: int = 8, seed: int = 0,
+    adapter_name: str = "default", relative: bool = True, valid: float = 0.2, eval_dataset=None, **training_args,
 ):
-    """Phase 2: wrap ``model`` with offsets on ``heads`` and train them; returns the wrapped model."""
+    """Phase 2: wrap ``model`` with offsets on ``heads`` and train them; returns the wrapped model.
+
+    ``relative``: train offsets in units of each head's output RMS on ``train_dataset`` (``lr`` is then a
+    share of the head's scale per step); False trains the raw v, as the paper's code does.
+    ``valid``: share of ``train_dataset`` held out to keep the best epoch (0 trains on everything and
+    keeps the last); an ``eval_dataset`` is used instead when given.
+    """
+    units = None
+    if relative:
+        units = offset_units_from_data(model, train_dataset, _pad_id(model))
+    if eval_dataset is None and valid:
+        train_dataset, eval_dataset = split_for_validation(train_dataset, valid, seed)
     set_seed(seed)
     wrapped = headwise.wrap(model, LofitConfig(heads=list(heads)), adapter_name=adapter_name)
-    train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, **training_args)
+    if units is not None:
+        set_offset_units(wrapped, units, adapter_name)
+    train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset, **training_args)
     return wrapped
 
 
 def fit(
-    model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, select_lr: float = 1e-3, select_epochs: float = 1,
-    offset_lr: float = 1e-2, offset_epochs: float = 5, batch_size: int = 8, seed: int = 0,
+    model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, select_lr: float = 5e-3,
+    select_epochs: float | None = None, offset_lr: float = 0.1, offset_epochs: float = 5, batch_size: int = 8,
+    seed: int = 0, **offset_args,
 ):
     """Both phases: returns ``(wrapped_model, selection)``."""
     selection = select_heads(model, train_dataset, k, l1=l1, lr=select_lr, epochs=select_epochs, batch_size=batch_size, seed=seed)
-    wrapped = train_offsets(model, selection.heads, train_dataset, offset_lr, offset_epochs, batch_size, seed)
+    wrapped = train_offsets(model, selection.heads, train_dataset, offset_lr, offset_epochs, batch_size, seed, **offset_args)
     return wrapped, selection

@@ -5,11 +5,11 @@ from headwise.registry import HeadPeftType, register_method
 from .adapter import SoftInjectionLayer, SoftInjectionModel
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding, extraction_prompts
-from .train import FitHistory, alpha_matrix, first_token_loss, fit, inject, set_task_embedding
+from .train import FitHistory, alpha_matrix, answer_loss, first_token_loss, fit, inject, set_task_embedding
 
 register_method(HeadPeftType.SOFT_INJECTION, SoftInjectionConfig, SoftInjectionModel)
 
 __all__ = [
-    "FitHistory", "SoftInjectionConfig", "SoftInjectionLayer", "SoftInjectionModel", "alpha_matrix",
+    "FitHistory", "SoftInjectionConfig", "SoftInjectionLayer", "SoftInjectionModel", "alpha_matrix", "answer_loss",
     "extract_task_embedding", "extraction_prompts", "first_token_loss", "fit", "inject", "set_task_embedding",
 ]

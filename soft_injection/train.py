@@ -1,5 +1,11 @@
-"""Fitting the mixing weights theta with the model frozen: CE on the first answer token at the last
-prompt position, Adam (lr 0.2), validation every ``eval_every`` steps, and the best theta kept."""
+"""Fitting the mixing weights theta with the model frozen: Adam (lr 0.2), validation every
+``eval_every`` steps, and the best theta kept.
+
+The paper fits CE on the first answer token only. A model fitted that way says the first word right and
+then keeps writing (a list, a sentence): first-token accuracy is high, exact match low. ``fit`` therefore
+uses, by default, the NLL of the whole answer and the newline that ends it (``answer_loss``), computed as
+generation runs: the prompt is the prefill (the injection acts at its last token), the answer tokens
+follow through the KV cache."""
 
 from __future__ import annotations
 
@@ -13,14 +19,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import headwise
-from headwise.data import few_shot_prompt, left_padded_batch
+from headwise.data import IGNORE_INDEX, encode_pair, few_shot_prompt, left_padded_batch
 from headwise.evaluate import first_answer_token
 
 from .adapter import SoftInjectionLayer
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding
 
-__all__ = ["FitHistory", "fit", "inject", "set_task_embedding", "alpha_matrix", "first_token_loss"]
+__all__ = ["FitHistory", "fit", "inject", "set_task_embedding", "alpha_matrix", "first_token_loss", "answer_loss", "LOSSES"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,26 +91,64 @@ def first_token_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence
     return F.cross_entropy(logits, torch.tensor([first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)], device=device))
 
 
+def answer_targets(tokenizer, prompt: str, answer: str, terminator: str = "\n") -> list[int]:
+    """Token ids the model should write after ``prompt``: the answer, then ``terminator``."""
+    example = encode_pair(tokenizer, prompt, answer + terminator)
+    targets = example["input_ids"][example["labels"].count(IGNORE_INDEX):]
+    if terminator and len(targets) < 2:
+        raise ValueError(f"the answer {answer!r} and the terminator {terminator!r} tokenize as one token")
+    return targets
+
+
+def answer_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], terminator: str = "\n") -> torch.Tensor:
+    """Mean over items of the NLL of the whole answer and its terminating newline, as greedy decoding
+    sees it: the left-padded prompts are one prefill, the answer tokens are decoded on through the cache."""
+    device = next(model.parameters()).device
+    batch = left_padded_batch(tokenizer, prompts, device)
+    targets = [answer_targets(tokenizer, p, a, terminator) for p, a in zip(prompts, answers)]
+    width = max(map(len, targets))
+    labels = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long, device=device)
+    for row, ids in enumerate(targets):
+        labels[row, : len(ids)] = torch.tensor(ids, device=device)
+    prefill = model(**batch, use_cache=True, logits_to_keep=1)
+    logits = prefill.logits[:, -1:].float()  # (B, 1, V): predicts labels[:, 0]
+    if width > 1:
+        feed = labels[:, :-1].clamp_min(0)  # ignored positions are masked out below and carry no loss
+        mask = torch.cat([batch["attention_mask"], (labels[:, :-1] != IGNORE_INDEX).long()], dim=1)
+        rest = model(input_ids=feed, attention_mask=mask, cache=prefill.cache, use_cache=True).logits.float()
+        logits = torch.cat([logits, rest], dim=1)  # (B, width, V)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none").sum(1)
+    return nll.mean()
+
+
+LOSSES = {"answer": answer_loss, "first_token": first_token_loss}
+
+
 @torch.no_grad()
-def _validation_loss(model, tokenizer, prompts, answers, batch_size: int) -> float:
+def _validation_loss(model, tokenizer, prompts, answers, batch_size: int, loss_fn=first_token_loss) -> float:
     total = 0.0
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
-        total += first_token_loss(model, tokenizer, prompts[chunk], answers[chunk]).item() * len(prompts[chunk])
+        total += loss_fn(model, tokenizer, prompts[chunk], answers[chunk]).item() * len(prompts[chunk])
     return total / len(prompts)
 
 
-def fit(
-    model, tokenizer, train_examples: Sequence[dict], valid_examples: Sequence[dict] | None = None,
+def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Sequence[dict] | None = None,
     embedding: torch.Tensor | None = None, config: SoftInjectionConfig | None = None, steps: int = 400,
     lr: float = 0.2, batch_size: int = 8, eval_every: int = 50, n_valid: int = 100, seed: int = 0,
-    adapter_name: str = "default",
+    adapter_name: str = "default", loss: str = "answer",
 ):
     """Extract the task embedding (unless given), inject it, and fit theta. Returns ``(model, history)``.
+
+    ``loss``: "answer" (NLL of the whole answer and the newline after it; the default) or "first_token"
+    (the paper's CE on the first answer token). Validation uses the same loss.
 
     ``valid_examples`` default: the last ``n_valid`` training examples, which are then not trained on.
     The returned model holds the theta of the best validation check (the initial theta included).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    loss_fn = LOSSES[loss]
     config = config or SoftInjectionConfig()
     train_examples = list(train_examples)
     if valid_examples is None:
@@ -125,11 +169,11 @@ def fit(
     best = [t.detach().clone() for t in thetas]
 
     def check(step: int) -> None:
-        loss = _validation_loss(model, tokenizer, valid_prompts, valid_answers, batch_size)
+        value = _validation_loss(model, tokenizer, valid_prompts, valid_answers, batch_size, loss_fn)
         history.steps.append(step)
-        history.valid_loss.append(loss)
-        if loss < history.best_loss:
-            history.best_loss, history.best_step = loss, step
+        history.valid_loss.append(value)
+        if value < history.best_loss:
+            history.best_loss, history.best_step = value, step
             for kept, theta in zip(best, thetas):
                 kept.copy_(theta.detach())
 
@@ -137,9 +181,9 @@ def fit(
     rng = random.Random(seed)
     for step in tqdm(range(1, steps + 1), desc="soft injection", leave=False):
         batch = rng.sample(train_examples, min(batch_size, len(train_examples)))
-        loss = first_token_loss(model, tokenizer, [prompt(e) for e in batch], [e["output"] for e in batch])
+        value = loss_fn(model, tokenizer, [prompt(e) for e in batch], [e["output"] for e in batch])
         optimizer.zero_grad()
-        loss.backward()
+        value.backward()
         optimizer.step()
         if step % eval_every == 0 or step == steps:
             check(step)

@@ -36,7 +36,8 @@ def test_save_writes_safetensors_config_and_card(tmp_path):
     assert config["peft_type"] == "LOFIT" and config["heads"] == [[0, 1], [2, 3]]
     assert (config["model_type"], config["num_layers"], config["num_heads"], config["head_dim"]) == ("llama", 3, 4, 8)
     tensors = load_file(tmp_path / "adapter_model.safetensors")
-    assert sorted(t.shape for t in tensors.values()) == [(1, 8)] * 4
+    assert sorted(t.shape for k, t in tensors.items() if "offset_unit" not in k) == [(1, 8)] * 4
+    assert sorted(t.shape for k, t in tensors.items() if "offset_unit" in k) == [(1, 1)] * 2  # offsets' units
     assert all("lofit_" in key and "default" not in key for key in tensors)
     assert "import headwise" in (tmp_path / "README.md").read_text()
 

@@ -131,19 +131,55 @@ def test_gradients_reach_theta_only():
     assert headwise.trainable_parameters(model)["trainable"] == 3 * 4
 
 
-def test_fit_keeps_the_best_theta_and_lowers_the_validation_loss():
-    from soft_injection.train import _validation_loss
+@pytest.mark.parametrize("loss", ["answer", "first_token"])
+def test_fit_keeps_the_best_theta_and_lowers_the_validation_loss(loss):
+    from soft_injection.train import LOSSES, _validation_loss
 
     train, valid = EXAMPLES[:30], EXAMPLES[30:]
     model, history = fit(
         tiny_model("llama"), TOK, train, valid, config=SoftInjectionConfig(n_prompts=8, n_shots=4),
-        steps=30, lr=2.0, batch_size=8, eval_every=3,  # a large lr makes the validation loss jump around
+        steps=30, lr=2.0, batch_size=8, eval_every=3, loss=loss,  # a large lr makes the validation loss jump around
     )
     prompts, answers = [few_shot_prompt(e["input"]) for e in valid], [e["output"] for e in valid]
-    final = _validation_loss(model, TOK, prompts, answers, batch_size=8)
+    final = _validation_loss(model, TOK, prompts, answers, batch_size=8, loss_fn=LOSSES[loss])
     assert final == pytest.approx(min(history.valid_loss), abs=1e-5)
     assert history.best_loss == min(history.valid_loss) < history.valid_loss[0]
     assert history.valid_loss[-1] != min(history.valid_loss) or history.best_step == history.steps[-1]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_answer_loss_is_the_nll_of_answer_and_newline_with_the_mix_at_the_prompt_end(arch):
+    """Reference: the bare model on prompt + answer + newline in one pass, a hand hook mixing the task
+    embedding into the last prompt token only; answer_loss runs batched, left-padded, through the cache."""
+    from soft_injection import answer_loss
+
+    embedding = random_embedding(tiny_model(arch))
+    model = inject(tiny_model(arch), embedding)
+    set_theta(model, 0.7)
+    answers = ["w41 w42", "w43", "w44 w45 w46"]
+    loss = answer_loss(model, TOK, PROMPTS, answers)
+    alpha, base, nlls = torch.sigmoid(torch.tensor(0.7)), tiny_model(arch), []
+    for prompt, answer in zip(PROMPTS, answers):
+        prompt_ids = TOK(prompt, add_special_tokens=False)["input_ids"]
+        full = TOK(prompt + " " + answer + "\n", add_special_tokens=False)["input_ids"]
+        last = len(prompt_ids) - 1
+        handles = []
+        for site in headwise.find_head_sites(base):
+            def mix(module, args, layer=site.layer):
+                heads = args[0].unflatten(-1, embedding.shape[1:]).clone()
+                heads[:, last] = (1 - alpha) * heads[:, last] + alpha * embedding[layer]
+                return (heads.flatten(-2),)
+            handles.append(site.output.register_forward_pre_hook(mix))
+        with torch.no_grad():
+            logp = base(input_ids=torch.tensor([full])).logits[0].log_softmax(-1)
+        for handle in handles:
+            handle.remove()
+        targets = torch.tensor(full[len(prompt_ids):])
+        assert len(targets) == len(answer.split()) + 1  # the answer's words and the newline
+        nlls.append(-logp[last:-1].gather(-1, targets[:, None]).sum())
+    torch.testing.assert_close(loss, torch.stack(nlls).mean(), atol=1e-4, rtol=1e-4)
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "theta" in n)
 
 
 def test_save_load_round_trip_with_the_embedding(tmp_path):

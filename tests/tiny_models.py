@@ -57,7 +57,7 @@ def lofit_values(peft_model, adapter_name: str = "default") -> dict[tuple[int, i
                 if adapter_name in module.lofit_scale:
                     entry["scale"] = module.lofit_scale[adapter_name][row].detach().clone()
                 if adapter_name in module.lofit_offset:
-                    entry["offset"] = module.lofit_offset[adapter_name][row].detach().clone()
+                    entry["offset"] = module.offset(adapter_name)[row].detach().clone()
     return values
 
 
