@@ -1,43 +1,11 @@
-"""Shared benchmark helpers: peak-memory sampling and markdown tables."""
+"""Shared benchmark helpers: the machine line, markdown tables, mean [min–max] over seeds."""
 
 from __future__ import annotations
 
 import os
 import platform
-import threading
-import time
-from contextlib import contextmanager
 
 import torch
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * _PAGE
-
-
-@contextmanager
-def peak_memory():
-    """Yields a dict; on exit it holds 'peak_mib': the peak resident memory above the start, sampled every 10 ms."""
-    result = {"peak_mib": 0.0}
-    start, peak, done = rss_bytes(), [rss_bytes()], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_bytes())
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        done.set()
-        thread.join()
-        result["peak_mib"] = max(0, peak[0] - start) / 2**20
-
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -47,3 +15,16 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_spread(values, digits: int = 2) -> str:
+    """``mean [min–max]`` of per-seed values (a single value is marked as one draw)."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
+
+
+def seed_note(seeds) -> str:
+    return f"Mean [min–max] over seeds {', '.join(map(str, seeds))} (each seed draws the split, the initialisation and the batch order)."

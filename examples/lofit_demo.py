@@ -21,7 +21,7 @@ from transformers import Trainer, TrainingArguments
 import headwise
 from headwise.data import QA_TEMPLATE, PaddingCollator, encode_pair
 from headwise.evaluate import first_token_accuracy, greedy_exact_match
-from lofit import LofitConfig
+from lofit import LofitConfig, offset_units_from_data, set_offset_units
 
 # The demo's own data: (country, capital).
 CAPITALS = [
@@ -67,8 +67,10 @@ def main() -> None:
     model = headwise.wrap(model, LofitConfig(heads=HEADS))
     model.print_trainable_parameters()
     data = Dataset.from_list([encode_pair(tokenizer, QA_TEMPLATE.format(input=c), a) for c, a in train])
+    # Offsets in units of each head's output RMS: one learning rate then means the same for every head.
+    set_offset_units(model, offset_units_from_data(model, data, tokenizer.pad_token_id))
     args = TrainingArguments(
-        output_dir="out/lofit_demo", per_device_train_batch_size=8, num_train_epochs=5, learning_rate=1e-2,
+        output_dir="out/lofit_demo", per_device_train_batch_size=8, num_train_epochs=5, learning_rate=0.2,
         lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=1.0, save_strategy="no", report_to=[],
         logging_steps=10, use_cpu=True, seed=0, remove_unused_columns=False, disable_tqdm=True,
     )

@@ -33,11 +33,11 @@ def main() -> None:
     prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
     before = first_token_accuracy(model, tokenizer, prompts, answers)
 
-    selection = select_heads(model, data, k=k, l1=1e-3, lr=5e-3, epochs=2)
+    selection = select_heads(model, data, k=k)
     print("chosen heads (layer, head), best first:", selection.heads)
     print("heatmap:", selection.plot(f"out/lofit_heads_{args.task}.png", title=f"LoFiT ||A||: {args.task}"))
 
-    model = train_offsets(model, selection.heads, data, lr=2e-2 if len(selection.heads) < 15 else 1e-2, epochs=5)
+    model = train_offsets(model, selection.heads, data)  # offsets in head-RMS units, best epoch kept
     model.print_trainable_parameters()
     after = first_token_accuracy(model.eval(), tokenizer, prompts, answers)
     model.save_pretrained(f"out/lofit_{args.task}")

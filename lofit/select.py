@@ -86,8 +86,9 @@ def select_heads(
 
 
 def train_offsets(
-    model, heads: HeadList, train_dataset, lr: float = 0.1, epochs: float = 5, batch_size: int = 8, seed: int = 0,
-    adapter_name: str = "default", relative: bool = True, valid: float = 0.2, eval_dataset=None, **training_args,
+    model, heads: HeadList, train_dataset, lr: float = 0.2, epochs: float = 5, batch_size: int = 8, seed: int = 0,
+    adapter_name: str = "default", relative: bool = True, valid: float = 0.2, eval_dataset=None,
+    use_scale: bool = False, **training_args,
 ):
     """Phase 2: wrap ``model`` with offsets on ``heads`` and train them; returns the wrapped model.
 
@@ -95,6 +96,7 @@ def train_offsets(
     share of the head's scale per step); False trains the raw v, as the paper's code does.
     ``valid``: share of ``train_dataset`` held out to keep the best epoch (0 trains on everything and
     keeps the last); an ``eval_dataset`` is used instead when given.
+    ``use_scale``: train the scale A of the same heads too (z <- (1 + A) z + v).
     """
     units = None
     if relative:
@@ -102,7 +104,7 @@ def train_offsets(
     if eval_dataset is None and valid:
         train_dataset, eval_dataset = split_for_validation(train_dataset, valid, seed)
     set_seed(seed)
-    wrapped = headwise.wrap(model, LofitConfig(heads=list(heads)), adapter_name=adapter_name)
+    wrapped = headwise.wrap(model, LofitConfig(heads=list(heads), use_scale=use_scale), adapter_name=adapter_name)
     if units is not None:
         set_offset_units(wrapped, units, adapter_name)
     train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset, **training_args)
@@ -111,7 +113,7 @@ def train_offsets(
 
 def fit(
     model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, select_lr: float = 5e-3,
-    select_epochs: float | None = None, offset_lr: float = 0.1, offset_epochs: float = 5, batch_size: int = 8,
+    select_epochs: float | None = None, offset_lr: float = 0.2, offset_epochs: float = 5, batch_size: int = 8,
     seed: int = 0, **offset_args,
 ):
     """Both phases: returns ``(wrapped_model, selection)``."""

@@ -58,42 +58,58 @@ def test_wrap_generate_save_reload_same_output(smollm2, tmp_path):
     reloaded.unload()  # the model is shared by the tests of this module
 
 
+def _mean_loss(model, rows, pad_token_id) -> float:
+    from headwise.data import PaddingCollator
+
+    collate = PaddingCollator(pad_token_id=pad_token_id)
+    with torch.no_grad():
+        return sum(model(**collate([rows[i] for i in range(s, min(s + 16, len(rows)))])).loss.item() * min(16, len(rows) - s)
+                   for s in range(0, len(rows), 16)) / len(rows)
+
+
 @pytest.mark.slow
-def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2, shared_data):
-    pytest.importorskip("matplotlib")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2, shared_data, seed):
+    """Library defaults, 64 examples, on every seed (split, initialisation and batch order): a recipe that
+    only works on one trajectory fails here."""
     from headwise.data import few_shot_prompt, load_word_pairs, training_set
     from headwise.evaluate import first_token_accuracy
     from lofit import select_heads, train_offsets
 
     model, tokenizer = smollm2
-    task = load_word_pairs("present-past", valid=0, test=60, seed=0)
+    task = load_word_pairs("present-past", valid=0, test=60, seed=seed)
     data = training_set(tokenizer, task.train[:64])
     prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
     before = first_token_accuracy(model, tokenizer, prompts, answers)
-    selection = select_heads(model, data, k=0.03, l1=1e-3, lr=5e-3, epochs=1)
+    loss_before = _mean_loss(model, data, tokenizer.pad_token_id)
+    selection = select_heads(model, data, k=0.03, seed=seed)
     assert len(selection.heads) == 8 and selection.scores.shape == (30, 9)
-    tuned = train_offsets(model, selection.heads, data, lr=5e-2, epochs=3)
+    tuned = train_offsets(model, selection.heads, data, seed=seed)
     after = first_token_accuracy(tuned.eval(), tokenizer, prompts, answers)
+    loss_after = _mean_loss(tuned, data, tokenizer.pad_token_id)
     tuned.unload()
-    assert after >= before + 0.3, (before, after)  # measured: 0.00 -> 0.80
+    assert loss_after < loss_before - 2.0, (seed, loss_before, loss_after)  # the training loss falls on every seed
+    assert after >= before + 0.5, (seed, before, after)  # measured: 0.00 -> 0.80 / 0.80 / 0.82 (seeds 0, 1, 2)
 
 
 @pytest.mark.slow
-def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2, shared_data):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2, shared_data, seed):
     from headwise.data import few_shot_prompt, load_word_pairs
-    from headwise.evaluate import first_token_accuracy
+    from headwise.evaluate import first_token_accuracy, greedy_exact_match
     from soft_injection import SoftInjectionConfig, fit
 
     model, tokenizer = smollm2
-    task = load_word_pairs("antonym", valid=40, test=60, seed=0)
+    task = load_word_pairs("antonym", valid=40, test=60, seed=seed)
     prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
-    before = first_token_accuracy(model, tokenizer, prompts, answers)
+    before = first_token_accuracy(model, tokenizer, prompts, answers), greedy_exact_match(model, tokenizer, prompts, answers)
     config = SoftInjectionConfig(n_prompts=16, n_shots=10)
-    injected, history = fit(model, tokenizer, task.train, task.valid, config=config, steps=60, eval_every=20, seed=0)
-    after = first_token_accuracy(injected, tokenizer, prompts, answers)
+    injected, history = fit(model, tokenizer, task.train, task.valid, config=config, steps=60, eval_every=20, seed=seed)
+    after = first_token_accuracy(injected, tokenizer, prompts, answers), greedy_exact_match(injected, tokenizer, prompts, answers)
     injected.unload()
     assert history.best_loss < history.valid_loss[0]
-    assert after >= before + 0.15, (before, after)
+    assert after[0] >= before[0] + 0.15, (seed, before, after)
+    assert after[1] >= before[1] + 0.15, (seed, before, after)  # the answer ends where it should
 
 
 @pytest.mark.slow
