@@ -1,15 +1,17 @@
 """ZeroTuning on SmolLM2-135M-Instruct: SST-2, CB, RTE, AG News, 0-shot and few-shot prompts.
 
-    python benchmarks/zerotuning_classification.py [--tasks sst2 cb rte agnews] [--n-dev 16] [--n-test 64]
-        [--methods untuned supervised unsupervised trained] [--train-lr 0.1] [--append]
+    python benchmarks/zerotuning_classification.py [--tasks sst2 cb rte agnews] [--seeds 0 1 2] [--n-dev 16]
+        [--n-test 64] [--methods untuned supervised unsupervised trained] [--train-lr 0.1] [--append]
 
 Rows per set and prompt: the untuned model; supervised ZeroTuning (head indices profiled at gamma=2 on
 dev label accuracy, the dominant kind's top half tuned, one gamma grid-searched on dev); unsupervised
 ZeroTuning (all heads, gamma minimising the entropy over the label words on dev prompts, no labels);
-ln gamma of every head trained on train prompts with plain Trainer (0-shot prompts only). Calibration
+ln gamma of every head trained on train prompts with plain Trainer (0-shot prompts only; the epoch with
+the best dev loss kept, the start included). Calibration
 uses dev data only; test is reported. Accuracy by label-constrained scoring and by free greedy
 generation (with the share of generations that are no label). Overhead: a forward pass of the adapted
-model as a ratio to the bare model, interleaved in the same run.
+model as a ratio to the bare model, interleaved in the same run. Each seed draws the dev / test / train
+samples, the demonstrations and the batch order; tables give mean [min–max] over seeds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import machine, markdown_table  # noqa: E402
+from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
 from headwise.classification import load_classification  # noqa: E402
 from headwise.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.evaluate import label_accuracy  # noqa: E402
@@ -60,8 +62,8 @@ def overhead(model, tokenizer, prompts, repeats=9):
     return statistics.median(times[True]) / statistics.median(times[False])
 
 
-def run_task(name, args, base, tokenizer, log):
-    task = load_classification(name, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
+def run_task(name, args, base, tokenizer, log, seed):
+    task = load_classification(name, n_dev=args.n_dev, n_test=args.n_test, seed=seed)
     num_layers = len(headwise.find_head_sites(base))
     model = headwise.wrap(base, ZeroTuningConfig(heads="all"))
     rows, head_choice = {}, None
@@ -70,8 +72,9 @@ def run_task(name, args, base, tokenizer, log):
     def stage(text):
         log(f"  [{name} {time.perf_counter() - began:6.0f} s] {text}")
 
+    ratio = None
     for shots in (0, SHOTS[name]):
-        demos = task.demonstrations(shots, seed=args.seed)
+        demos = task.demonstrations(shots, seed=seed)
         dev_prompts = [task.prompt(r, demos) for r in task.dev]
         test_prompts = [task.prompt(r, demos) for r in task.test]
         dev_labels, test_labels = [r["label"] for r in task.dev], [r["label"] for r in task.test]
@@ -104,8 +107,9 @@ def run_task(name, args, base, tokenizer, log):
         from datasets import Dataset
 
         set_gamma(model, 1.0)
-        train_rows = [encode_pair(tokenizer, task.prompt(r), task.label_words[r["label"]]) for r in task.train[: args.n_train]]
-        train(model, Dataset.from_list(train_rows), args.train_lr, epochs=args.train_epochs, batch_size=8, seed=args.seed)
+        encode = lambda rows: Dataset.from_list([encode_pair(tokenizer, task.prompt(r), task.label_words[r["label"]]) for r in rows])  # noqa: E731
+        train(model, encode(task.train[: args.n_train]), args.train_lr, epochs=args.train_epochs, batch_size=8, seed=seed,
+              eval_dataset=encode(task.dev))  # the dev items the calibrated rows use: keep the best epoch
         zero_prompts = [task.prompt(r) for r in task.test]
         rows[("0-shot", f"trained ln gamma (all heads, lr {args.train_lr:g})")] = scores(
             model.eval(), tokenizer, task, zero_prompts, [r["label"] for r in task.test]
@@ -128,8 +132,8 @@ def main():
         "--train-lr", type=float, default=0.1,
         help="Adam moves ln gamma by about lr a step: 0.1 reaches the calibrated range (|ln gamma| <= 1.9) in ~20 steps",
     )
-    parser.add_argument("--train-epochs", type=float, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-epochs", type=float, default=2)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true")
     args = parser.parse_args()
@@ -137,29 +141,37 @@ def main():
     warnings.filterwarnings("ignore")
     base, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
     log = lambda text: print(text, flush=True)  # noqa: E731
-    results = {name: run_task(name, args, base, tokenizer, log) for name in args.tasks}
+    runs = {seed: {name: run_task(name, args, base, tokenizer, log, seed) for name in args.tasks} for seed in args.seeds}
 
-    labels = list(dict.fromkeys(label.split(" (")[0] for rows, _ in results.values() for _, label in rows))
-    kinds = ["0-shot", "few-shot"]
+    method_of = lambda label: label.split(" (")[0]  # noqa: E731  the row name without its per-run gamma
+    first = runs[args.seeds[0]]
+    keys = list(dict.fromkeys((kind, method_of(label)) for rows, _ in first.values() for kind, label in rows))
     table = []
-    for kind in kinds:
-        for method in labels:
-            cells, means = [], []
-            for name, (rows, _) in results.items():
-                match = [v for (k, l), v in rows.items() if (k == "0-shot") == (kind == "0-shot") and l.split(" (")[0] == method]
-                if not match:
-                    cells.append("")
-                    continue
-                acc, gen, invalid = match[0]
-                detail = next(l for (k, l) in rows if (k == "0-shot") == (kind == "0-shot") and l.split(" (")[0] == method)
-                extra = detail[len(method):].strip()
-                cells.append(f"{acc:.2f} / {gen:.2f} ({invalid:.0%} not a label){' ' + extra if extra else ''}")
-                means.append(acc)
-            if any(cells):
-                table.append([kind, method, *cells, f"{sum(means) / len(means):.3f}" if len(means) == len(results) else ""])
-    header = ["prompt", "method", *[f"{n} (label / generated)" for n in results], "mean label acc"]
+    for kind, method in keys:
+        cells, per_seed_means = [], {seed: [] for seed in args.seeds}
+        for name in args.tasks:
+            found = []
+            for seed in args.seeds:
+                rows, _ = runs[seed][name]
+                match = [(label, v) for (k, label), v in rows.items() if k == kind and method_of(label) == method]
+                if match:
+                    found.append(match[0])
+                    per_seed_means[seed].append(match[0][1][0])
+            if not found:
+                cells.append("")
+                continue
+            gammas = "/".join(label[len(method):].strip(" ()").split(",")[0].replace("gamma ", "") for label, _ in found if label != method)
+            generated = sum(v[1] for _, v in found) / len(found)
+            invalid = sum(v[2] for _, v in found) / len(found)
+            cells.append(f"{mean_spread([v[0] for _, v in found])} / {generated:.2f} ({invalid:.0%} not a label)"
+                         + (f" γ {gammas}" if gammas else ""))
+        complete = all(len(v) == len(args.tasks) for v in per_seed_means.values())
+        overall = mean_spread([sum(v) / len(v) for v in per_seed_means.values()], 3) if complete else ""
+        table.append([kind, method, *cells, overall])
+    header = ["prompt", "method", *[f"{n} (label / generated)" for n in args.tasks], "mean label acc"]
     text = markdown_table(header, table)
-    overheads = ", ".join(f"{n} {r:.3f}" for n, (_, r) in results.items())
+    ratios = [r for seed in args.seeds for _, r in runs[seed].values() if r is not None]
+    overheads = f"{min(ratios):.3f}–{max(ratios):.3f} over {len(ratios)} runs" if ratios else "not measured"
     print("\n" + text + f"\n\nforward overhead (adapted / bare, all 270 heads, median of 9 interleaved): {overheads}")
     if args.append:
         with RESULTS.open("a") as handle:
@@ -168,7 +180,9 @@ def main():
                 f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n"
                 f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
                 f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
-                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention.\n\n{text}\n\n"
+                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention. Label accuracy counts every surface "
+                f"form of a label. {seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean "
+                f"(share of generations that are no label), γ per seed.\n\n{text}\n\n"
                 f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}\n"
             )
 

@@ -155,6 +155,14 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         """Raise before any weight changes if this holder cannot merge."""
         raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
 
+    def merge_order(self, adapter_names: list[str] | None) -> list[str]:
+        """The adapters a merge folds, in folding order (methods that merge override this)."""
+        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+
+    def check_finite(self, adapter_names: list[str] | None) -> None:
+        """Raise ``ValueError`` naming the adapter and layer if a weight to be merged is NaN / inf."""
+        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
 

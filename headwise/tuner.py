@@ -124,6 +124,27 @@ class HeadTuner(BaseTuner):
         return torch.stack(terms).sum() if terms else None
 
     # -- unload / merge -------------------------------------------------------------------------
+    def _check_mergeable_everywhere(self, holders: list[HeadLayer], safe_merge: bool, adapter_names) -> None:
+        """Every check of every layer runs before any weight is folded."""
+        if isinstance(adapter_names, str):
+            raise TypeError(f"adapter_names must be a list of adapter names, got the string {adapter_names!r}")
+        unknown = [name for name in adapter_names or [] if name not in self.peft_config]
+        if unknown:
+            raise ValueError(f"no adapter named {unknown[0]!r} to merge; this model has {sorted(self.peft_config)}")
+        self._check_merge_allowed()
+        for holder in holders:
+            holder.check_mergeable()
+            if safe_merge:
+                holder.check_finite(adapter_names)
+            else:
+                holder.merge_order(adapter_names)  # unknown adapter names fail here, before any fold
+
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        holders = self.holders()
+        self._check_mergeable_everywhere(holders, safe_merge, adapter_names)
+        for holder in holders:
+            holder.merge(safe_merge=False, adapter_names=adapter_names)
+
     def _unload_and_optionally_merge(
         self,
         merge: bool = True,
@@ -132,14 +153,19 @@ class HeadTuner(BaseTuner):
         adapter_names: list[str] | None = None,
     ) -> nn.Module:
         named = self._named_holders()
+        holders = [holder for _, _, holder in named]
         if merge:
-            self._check_merge_allowed()
-            for _, _, holder in named:
-                holder.check_mergeable()
-            for _, _, holder in named:
-                holder.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+            self._check_mergeable_everywhere(holders, safe_merge, adapter_names)
+            for holder in holders:
+                holder.merge(safe_merge=False, adapter_names=adapter_names)
             template = next(iter(self.peft_config.values())).site_template
-            self.after_merge(self.model, [holder for _, _, holder in named], find_head_sites(self.model, template))
+            self.after_merge(self.model, holders, find_head_sites(self.model, template))
+        else:
+            # unload() gives the base model back: adapters merged earlier (merge_adapter) are unmerged first,
+            # so the returned model is the original one and reloads as it was.
+            for holder in holders:
+                if holder.merged_adapters:
+                    holder.unmerge()
         for parent, name, holder in named:
             holder.detach()
             delattr(parent, name)

@@ -84,13 +84,29 @@ class LofitLayer(HeadLayer):
     def check_mergeable(self) -> None:
         check_plain_projection(self.site)
 
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+    def merge_order(self, adapter_names: list[str] | None) -> list[str]:
+        """The adapters to fold, last applied first (folding puts an edit in front of the projection).
+
+        Named adapters are merged whether active or not (PEFT's contract); by default the active ones."""
         names = check_adapters_to_merge(self, adapter_names)
-        # The hook applies adapters in order, so the last one applied is folded first.
-        for name in reversed([n for n in self.active_adapters if n in names and n in self.head_index]):
+        ordered = [n for n in self.active_adapters if n in names] + [n for n in names if n not in self.active_adapters]
+        return list(reversed([n for n in ordered if n in self.head_index]))
+
+    def check_finite(self, adapter_names: list[str] | None) -> None:
+        """Raise PEFT's ValueError for NaN / inf weights, naming the adapter and the layer."""
+        for name in self.merge_order(adapter_names):
             gain, shift = self._flat(name)
-            if safe_merge and any(t is not None and not torch.isfinite(t).all() for t in (gain, shift)):
-                raise ValueError(f"adapter {name!r} of layer {self.site.layer} holds NaN/inf; not merged")
+            if any(t is not None and not torch.isfinite(t).all() for t in (gain, shift)):
+                raise ValueError(
+                    f"NaNs detected in the merged weights. The adapter {name!r} seems to be broken: its LoFiT weights in "
+                    f"layer {self.site.layer} hold NaN or inf. Nothing was merged."
+                )
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        if safe_merge:
+            self.check_finite(adapter_names)
+        for name in self.merge_order(adapter_names):
+            gain, shift = self._flat(name)
             self._created_bias |= fold_into_projection(self.site, gain, shift)
             self.merged_adapters.append(name)
 
@@ -104,9 +120,10 @@ class LofitLayer(HeadLayer):
             self._created_bias = False
 
     def _flat(self, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(H*d,) fp32 gain and shift: the fold is done in fp32 even after the model was cast to fp16 / bf16."""
         with torch.no_grad():
             gain, shift = self.gain_and_shift(name)
-        return (None if gain is None else gain.flatten()), (None if shift is None else shift.flatten())
+        return (None if gain is None else gain.flatten().float()), (None if shift is None else shift.flatten().float())
 
 
 class LofitModel(HeadTuner):
