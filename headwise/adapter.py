@@ -91,6 +91,11 @@ class HeadLayer(nn.Module, BaseTunerLayer):
     def create_parameters(self, adapter_name: str, num_selected: int, config) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def state_names(cls, config) -> tuple[set[str], set[str]]:
+        """Names of the tensors a saved adapter holds per layer: (required, optional)."""
+        return set(cls.adapter_layer_names), set()
+
     def applied_adapters(self) -> list[str]:
         """Active adapters of this layer that are not merged into the weights, in application order."""
         if self.disable_adapters:

@@ -64,10 +64,16 @@ class AdapterConfig(PeftConfig):
             raise ValueError(f"heads must be a list of (layer, head) pairs or 'all', got {self.heads!r}")
         if isinstance(self.heads, (list, tuple)):
             self.heads = [_as_pair(h) for h in self.heads]
+            if not self.heads:
+                raise ValueError("heads is empty: name at least one (layer, head) pair, or 'all'")
+        elif self.heads is not None and not isinstance(self.heads, str):
+            raise ValueError(f"heads must be a list of (layer, head) pairs or 'all', got {type(self.heads).__name__}")
         if self.layers is not None:
             if self.heads != "all":
                 raise ValueError("layers= selects whole layers and only goes with heads='all'")
-            self.layers = [int(layer) for layer in self.layers]
+            if not isinstance(self.layers, (list, tuple)) or not self.layers:
+                raise ValueError(f"layers must be a non-empty list of layer indices (or None for every layer), got {self.layers!r}")
+            self.layers = [_as_index(layer, "layer") for layer in self.layers]
 
     # -- model shape -------------------------------------------------------------------------
     def check_shape(self, model_type: str | None, num_layers: int, num_heads: int, head_dim: int) -> None:
@@ -103,10 +109,19 @@ class AdapterConfig(PeftConfig):
         _add_loading_section(save_directory, self)
 
 
+def _as_index(value, what: str) -> int:
+    """An integer index; a float, bool or string is refused rather than truncated."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 and not isinstance(value.item(), (bool, float)):
+            return int(value.item())  # a 0-d integer tensor / numpy integer
+        raise ValueError(f"{what} index must be an integer, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def _as_pair(head) -> tuple[int, int]:
     if not isinstance(head, (list, tuple)) or len(head) != 2:
         raise ValueError(f"each head must be a (layer, head) pair, got {head!r}")
-    return int(head[0]), int(head[1])
+    return _as_index(head[0], "layer"), _as_index(head[1], "head")
 
 
 def _add_loading_section(directory: str, config: AdapterConfig) -> None:

@@ -18,6 +18,7 @@ from .adapter import HeadLayer
 from .config import AdapterConfig
 from .heads import group_by_layer
 from .sites import HeadSite, find_head_sites
+from .transaction import unchanged_on_error
 
 __all__ = ["HeadTuner"]
 
@@ -54,8 +55,12 @@ class HeadTuner(BaseTuner):
         low_cpu_mem_usage: bool = False,
         state_dict: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        with unchanged_on_error(model):
+            self._inject(model, adapter_name)
+
+    def _inject(self, model: nn.Module, adapter_name: str) -> None:
         config: AdapterConfig = self.peft_config[adapter_name]
-        # Every check runs before the model is touched.
+        # Every check runs before the model is touched; anything that fails later is rolled back.
         sites = find_head_sites(model, config.site_template)
         first = sites[0]
         model_type = getattr(getattr(model, "config", None), "model_type", None)

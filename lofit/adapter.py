@@ -37,6 +37,13 @@ class LofitLayer(HeadLayer):
         self.lofit_l1: dict[str, float] = {}
         self._created_bias = False
 
+    @classmethod
+    def state_names(cls, config: LofitConfig) -> tuple[set[str], set[str]]:
+        required = {"lofit_offset"} if config.use_offset else set()
+        if config.use_scale:
+            required.add("lofit_scale")
+        return required, ({"lofit_offset_unit"} if config.use_offset else set())  # adapters saved before units had none
+
     def create_parameters(self, adapter_name: str, num_selected: int, config: LofitConfig) -> None:
         if config.use_offset:
             self.lofit_offset[adapter_name] = self.new_parameter(num_selected, config.init_std)

@@ -49,6 +49,10 @@ class SoftInjectionLayer(HeadLayer):
         # checkpointing) decides the same way.
         self._in_prefill = is_prefill(self.site.layer, args, kwargs)
 
+    @classmethod
+    def state_names(cls, config: SoftInjectionConfig) -> tuple[set[str], set[str]]:
+        return {"soft_injection_theta", "soft_injection_embedding"}, set()
+
     def create_parameters(self, adapter_name: str, num_selected: int, config: SoftInjectionConfig) -> None:
         device = self._device()
         self.soft_injection_theta[adapter_name] = nn.Parameter(

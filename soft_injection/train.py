@@ -53,8 +53,12 @@ def set_task_embedding(model, embedding: torch.Tensor, adapter_name: str = "defa
     holders = _holders(model, adapter_name)
     config = model.peft_config[adapter_name]
     expected = (config.num_layers, config.num_heads, config.head_dim)
+    if not isinstance(embedding, torch.Tensor):
+        raise TypeError(f"the task embedding must be a tensor of shape (layers, heads, head_dim)={expected}, got {type(embedding).__name__}")
     if tuple(embedding.shape) != expected:
         raise ValueError(f"task embedding has shape {tuple(embedding.shape)}; this model needs (layers, heads, head_dim)={expected}")
+    if not embedding.is_floating_point() or not torch.isfinite(embedding).all():
+        raise ValueError("the task embedding must hold finite floats (it has NaN / inf, or is not a float tensor)")
     for holder in holders:
         index = holder.head_index[adapter_name]
         rows = embedding[holder.site.layer].to(index.device)[index]

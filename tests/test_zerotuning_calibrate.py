@@ -62,5 +62,5 @@ def test_label_and_entropy_scores():
     assert -torch.log(torch.tensor(2.0)).item() - 1e-6 <= value <= 0.0
     best, table = calibrate(model, entropy, (0.5, 1.0, 2.0))
     assert table[best] == max(table.values())
-    with pytest.raises(ValueError, match="gamma must be > 0"):
+    with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         set_gamma(model, 0.0)

@@ -45,6 +45,10 @@ class ZeroTuningLayer(HeadLayer):
             raise RuntimeError(f"the ZeroTuning holder of layer {self.site.layer} is already attached")
         self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._bias_attention, with_kwargs=True))
 
+    @classmethod
+    def state_names(cls, config: ZeroTuningConfig) -> tuple[set[str], set[str]]:
+        return {"zerotuning_log_gamma"}, set()
+
     def create_parameters(self, adapter_name: str, num_selected: int, config: ZeroTuningConfig) -> None:
         value = torch.log(torch.tensor(float(config.gamma)))
         self.zerotuning_log_gamma[adapter_name] = nn.Parameter(

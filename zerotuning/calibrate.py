@@ -43,11 +43,26 @@ def _holders(model, adapter_name: str) -> list[ZeroTuningLayer]:
 
 @torch.no_grad()
 def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: str = "default") -> None:
-    """Set gamma of every head of the adapter (a number) or of some heads ({(layer, head): gamma}, others 1)."""
-    values = gamma.values() if isinstance(gamma, dict) else [gamma]
-    if any(not v > 0 for v in values):
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    for holder in _holders(model, adapter_name):
+    """Set gamma of every head of the adapter (a number) or of some heads ({(layer, head): gamma}, others 1).
+
+    Every value must be a finite number > 0 and every head one the adapter holds; nothing is set otherwise."""
+    holders = _holders(model, adapter_name)
+    values = list(gamma.values()) if isinstance(gamma, dict) else [gamma]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"gamma must be a finite number > 0, got {value!r}")
+    if isinstance(gamma, dict):
+        held = {(h.site.layer, head) for h in holders for head in h.head_index[adapter_name].tolist()}
+        for key in gamma:
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in key)):
+                raise ValueError(f"set_gamma takes {{(layer, head): gamma}} with integer layer and head, got the key {key!r}")
+        unknown = sorted(set(gamma) - held)
+        if unknown:
+            raise ValueError(
+                f"heads {unknown[:5]} are not in the ZeroTuning adapter {adapter_name!r}; wrap with "
+                "ZeroTuningConfig(heads=[...]) that includes them (or heads='all')"
+            )
+    for holder in holders:
         heads = holder.head_index[adapter_name].tolist()
         if isinstance(gamma, dict):
             row = [math.log(gamma.get((holder.site.layer, h), 1.0)) for h in heads]
