@@ -3,7 +3,8 @@
     z_h <- (1 - a_h) * z_h + a_h * t_h,      a_h = sigmoid(theta_h)
 
 and only on the prefill pass (no past keys/values for the layer yet); decoding steps see the
-injection through the KV cache. With left padding the last prompt token of every row is position -1.
+injection through the KV cache. The last prompt token of each row is read from the attention mask
+(the last token that attends to itself), so left and right padding both inject at the right place.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ from headwise.tuner import HeadTuner
 from .config import SoftInjectionConfig
 
 __all__ = ["SoftInjectionLayer", "SoftInjectionModel", "is_prefill"]
+
+
+def last_real_positions(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """(B,) index of each row's last real token from a 4-D attention mask (B, 1, T, T) of a prefill:
+    a real token attends to itself, a padding token does not. None when there is no padding mask."""
+    if mask is None or mask.dim() != 4 or mask.shape[-1] != length or mask.shape[-2] != length:
+        return None
+    allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+    diagonal = torch.diagonal(allowed[:, 0], dim1=-2, dim2=-1)  # (B, T): token t attends to itself
+    return length - 1 - diagonal.flip(-1).int().argmax(-1)
 
 
 def is_prefill(layer: int, args: tuple, kwargs: dict) -> bool:
@@ -39,6 +50,7 @@ class SoftInjectionLayer(HeadLayer):
         self.soft_injection_theta = nn.ParameterDict()  # adapter -> (n_selected,) fp32
         self.soft_injection_embedding = BufferDict({}, persistent=True)  # adapter -> (n_selected, d) fp32
         self._in_prefill = True  # set by the attention pre-hook of the call in progress
+        self._last_positions: torch.Tensor | None = None  # (B,) last real token per row, or None = position -1
 
     def attach(self) -> None:
         super().attach()
@@ -48,6 +60,8 @@ class SoftInjectionLayer(HeadLayer):
         # Decided afresh at every attention call from its own arguments, so a re-run (activation
         # checkpointing) decides the same way.
         self._in_prefill = is_prefill(self.site.layer, args, kwargs)
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        self._last_positions = last_real_positions(kwargs.get("attention_mask"), hidden.shape[1]) if self._in_prefill else None
 
     @classmethod
     def state_names(cls, config: SoftInjectionConfig) -> tuple[set[str], set[str]]:
@@ -69,8 +83,14 @@ class SoftInjectionLayer(HeadLayer):
             return heads
         alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
         task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
-        last = (1 - alpha) * heads[:, -1] + alpha * task  # (B, H, d)
-        return torch.cat([heads[:, :-1], last[:, None]], dim=1)
+        positions = self._last_positions
+        if positions is None or bool((positions == heads.shape[1] - 1).all()):  # left padding / no padding
+            last = (1 - alpha) * heads[:, -1] + alpha * task  # (B, H, d)
+            return torch.cat([heads[:, :-1], last[:, None]], dim=1)
+        rows = torch.arange(heads.shape[0], device=heads.device)
+        positions = positions.to(heads.device)
+        mixed = (1 - alpha) * heads[rows, positions] + alpha * task  # (B, H, d)
+        return heads.index_put((rows, positions), mixed)
 
 
 class SoftInjectionModel(HeadTuner):

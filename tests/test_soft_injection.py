@@ -221,3 +221,24 @@ def test_wrong_embedding_shape_and_merge_are_clear_errors():
         model.merge_and_unload()
     tree = module_tree(model.base_model.model)
     assert "model.layers.0.self_attn.headwise_soft_injection" in dict(tree)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_right_padded_rows_equal_each_row_alone(arch, attention):
+    """Each row is injected at its own last real token, whatever the padding side."""
+    model = inject(tiny_model(arch), random_embedding(tiny_model(arch)))
+    model.base_model.model.set_attn_implementation(attention)
+    set_theta(model, 1.5)
+    side, TOK.padding_side = TOK.padding_side, "right"
+    try:
+        batch = TOK(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        TOK.padding_side = side
+    assert (batch["attention_mask"][:, -1] == 0).any()  # some row is right-padded
+    with torch.no_grad():
+        batched = model(**batch).logits
+        for row, prompt in enumerate(PROMPTS):
+            alone = model(**TOK(prompt, return_tensors="pt", add_special_tokens=False)).logits[0]
+            length = alone.shape[0]
+            torch.testing.assert_close(batched[row, :length], alone, atol=1e-4, rtol=1e-4)
