@@ -20,6 +20,8 @@ def _inspect(model_name: str) -> None:
     else:
         from transformers import AutoModelForCausalLM
 
+        if not Path(model_name).exists() and model_name.startswith((".", "/", "~")):
+            raise UserError(f"no model at {model_name}: give a checkpoint folder, a Hub id or smollm2-135m-instruct")
         model = AutoModelForCausalLM.from_pretrained(model_name)
     sites = headwise.find_head_sites(model)
     first = sites[0]
@@ -29,11 +31,20 @@ def _inspect(model_name: str) -> None:
     print(f"head outputs enter: {first.output_name.replace('.0.', '.{layer}.')} ({type(first.output).__name__})")
 
 
+class UserError(Exception):
+    """A mistake in the command line or its files: printed as one line, exit status 2."""
+
+
 def _adapter(directory: str) -> None:
     path = Path(directory) / "adapter_config.json"
     if not path.exists():
-        sys.exit(f"{path} not found: give the folder that save_pretrained() wrote")
-    config = json.loads(path.read_text())
+        raise UserError(f"{path} not found: give the folder that save_pretrained() wrote")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise UserError(f"{path} holds no 'peft_type': it is not an adapter config")
     heads = config.get("heads")
     count = "all" if heads == "all" else len(heads)
     print(f"{config['peft_type']} adapter for {config.get('base_model_name_or_path')} ({config.get('model_type')}: "
@@ -49,10 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     adapter = commands.add_parser("adapter", help="summary of a saved adapter")
     adapter.add_argument("directory")
     args = parser.parse_args(argv)
-    if args.command == "inspect":
-        _inspect(args.model)
-    else:
-        _adapter(args.directory)
+    try:
+        if args.command == "inspect":
+            _inspect(args.model)
+        else:
+            _adapter(args.directory)
+    except (UserError, ValueError, OSError) as error:  # user mistakes: one line, no traceback
+        print(f"headwise: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,12 @@ def find_head_sites(model: nn.Module, site_template: str | None = None) -> list[
     standing for the layer index, e.g. ``"model.layers.{layer}.self_attn.o_proj"``.
     """
     model = _unwrap(model)
-    config = model.config
+    config = getattr(model, "config", None)
+    if config is None:
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} has no .config: headwise adapts transformers models "
+            "(AutoModelForCausalLM.from_pretrained(...)) whose config names the layer and head counts"
+        )
     model_type = getattr(config, "model_type", None)
     n_layers = _config_int(config, "num_hidden_layers", "n_layer", "num_layers")
     n_heads = _config_int(config, "num_attention_heads", "n_head", "num_heads")
@@ -141,6 +146,12 @@ def find_head_sites(model: nn.Module, site_template: str | None = None) -> list[
         if resolved is not None:
             break
     if resolved is None:
+        if site_template is not None:
+            raise UnsupportedArchitectureError(
+                f"site_template {site_template!r} matches no module of this {type(model).__name__} for every layer "
+                f"0..{n_layers - 1}; give the path of the output projection with '{{layer}}' for the index, e.g. "
+                f"{(ARCHITECTURES.get(model_type or '') or ArchitectureSpec('model.layers.{layer}.self_attn.o_proj')).output!r}"
+            )
         raise UnsupportedArchitectureError(
             f"cannot find the attention heads of model_type={model_type!r} "
             f"({type(model).__name__}); supported: {', '.join(sorted(ARCHITECTURES))}. "
