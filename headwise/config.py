@@ -49,6 +49,13 @@ class AdapterConfig(PeftConfig):
             "e.g. 'model.layers.{layer}.self_attn.o_proj'. Overrides the architecture table."
         },
     )
+    init_weights: bool = field(
+        default=True,
+        metadata={
+            "help": "PEFT's meaning: True starts from the method's own initialisation (the identity, or the paper's "
+            "near-identity noise); False draws random, clearly non-identity values (for tests)."
+        },
+    )
     model_type: str | None = field(default=None, metadata={"help": "Recorded: model_type of the base model."})
     num_layers: int | None = field(default=None, metadata={"help": "Recorded: decoder layers of the base model."})
     num_heads: int | None = field(default=None, metadata={"help": "Recorded: query heads per layer."})
@@ -60,6 +67,8 @@ class AdapterConfig(PeftConfig):
         self.peft_type = self.method
         if self.task_type is None:
             self.task_type = "CAUSAL_LM"
+        if not isinstance(self.init_weights, bool):
+            raise ValueError(f"init_weights must be True or False, got {self.init_weights!r}")
         if isinstance(self.heads, str) and self.heads != "all":
             raise ValueError(f"heads must be a list of (layer, head) pairs or 'all', got {self.heads!r}")
         if isinstance(self.heads, (list, tuple)):

@@ -45,11 +45,12 @@ class LofitLayer(HeadLayer):
         return required, ({"lofit_offset_unit"} if config.use_offset else set())  # adapters saved before units had none
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: LofitConfig) -> None:
+        random_start = 0.0 if config.init_weights else 0.5  # init_weights=False: clearly non-identity, for tests
         if config.use_offset:
-            self.lofit_offset[adapter_name] = self.new_parameter(num_selected, config.init_std)
+            self.lofit_offset[adapter_name] = self.new_parameter(num_selected, random_start or config.init_std)
             self.lofit_offset_unit[adapter_name] = torch.ones(num_selected, 1, device=self._device())
         if config.use_scale:
-            self.lofit_scale[adapter_name] = self.new_parameter(num_selected, config.scale_init_std)
+            self.lofit_scale[adapter_name] = self.new_parameter(num_selected, random_start or config.scale_init_std)
         self.lofit_l1[adapter_name] = config.l1_lambda
 
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:

@@ -69,9 +69,10 @@ class SoftInjectionLayer(HeadLayer):
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: SoftInjectionConfig) -> None:
         device = self._device()
-        self.soft_injection_theta[adapter_name] = nn.Parameter(
-            torch.full((num_selected,), float(config.init_theta), dtype=torch.float32, device=device)
-        )
+        theta = torch.full((num_selected,), float(config.init_theta), dtype=torch.float32, device=device)
+        if not config.init_weights:  # random mixing weights, for tests
+            theta.normal_(0.0, 2.0)
+        self.soft_injection_theta[adapter_name] = nn.Parameter(theta)
         self.soft_injection_embedding[adapter_name] = torch.zeros(num_selected, self.head_dim, device=device)
 
     def alpha(self, adapter_name: str) -> torch.Tensor:

@@ -42,3 +42,4 @@ def test_registering_twice_with_other_classes_is_refused():
 def test_peft_version_is_in_the_tested_range():
     major, minor = (int(x) for x in peft.__version__.split(".")[:2])
     assert (major, minor) == (0, 21), "headwise's PEFT registration is tested on peft 0.21.x only"
+

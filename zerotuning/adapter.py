@@ -51,9 +51,10 @@ class ZeroTuningLayer(HeadLayer):
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: ZeroTuningConfig) -> None:
         value = torch.log(torch.tensor(float(config.gamma)))
-        self.zerotuning_log_gamma[adapter_name] = nn.Parameter(
-            torch.full((num_selected,), float(value), dtype=torch.float32, device=self._device())
-        )
+        log_gamma = torch.full((num_selected,), float(value), dtype=torch.float32, device=self._device())
+        if not config.init_weights:  # random gammas around the configured one, for tests
+            log_gamma += torch.randn(num_selected, device=log_gamma.device)
+        self.zerotuning_log_gamma[adapter_name] = nn.Parameter(log_gamma)
 
     def log_gamma(self) -> torch.Tensor | None:
         """(H,) sum of the applied adapters' ln(gamma) (0 for untouched heads), or None."""
