@@ -77,14 +77,16 @@ def encode_pair(tokenizer, prompt: str, answer: str) -> dict[str, list[int]]:
 
 def left_padded_batch(tokenizer, prompts: Sequence[str], device=None) -> dict[str, torch.Tensor]:
     """Tokenize prompts with left padding, so position -1 is every row's last prompt token."""
-    side = tokenizer.padding_side
+    side, pad = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
-    try:
+    try:  # the caller's tokenizer is left as it was
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = side
+        if pad is None:
+            tokenizer.pad_token = None
     return {key: value.to(device) for key, value in batch.items()} if device is not None else dict(batch)
 
 
