@@ -18,6 +18,7 @@ from .adapter import HeadLayer
 from .config import AdapterConfig
 from .heads import group_by_layer
 from .sites import HeadSite, find_head_sites
+from .quantized import four_bit_modules, unpack_for_training
 from .transaction import unchanged_on_error
 
 __all__ = ["HeadTuner"]
@@ -91,6 +92,7 @@ class HeadTuner(BaseTuner):
         config.record_shape(model_type, len(sites), first.num_heads, first.head_dim)
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        self._four_bit = four_bit_modules(model)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
         self._mark_only_adapters_as_trainable(model)
         if config.inference_mode:
@@ -110,6 +112,8 @@ class HeadTuner(BaseTuner):
 
     # -- forward: the loss includes adapter penalties, so plain Trainer optimises them ----------
     def forward(self, *args: Any, **kwargs: Any):
+        if torch.is_grad_enabled():
+            unpack_for_training(self._four_bit)  # see headwise.quantized: a packed 4-bit weight passes no gradient
         outputs = self.model(*args, **kwargs)
         loss = getattr(outputs, "loss", None)
         if loss is not None:
