@@ -1,4 +1,21 @@
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The reference data folder (../shared/data or $HEADWISE_DATA). Missing in CI is a failure, not a skip:
+    CI runs beside shared/, so a test that cannot find it would otherwise pass by not running."""
+    from headwise.data import shared_data_dir
+
+    try:
+        return shared_data_dir()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            pytest.fail("../shared/data is absent in CI: the reference data must be beside the clone")
+        pytest.skip("../shared/data is absent (set HEADWISE_DATA)")

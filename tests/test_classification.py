@@ -6,13 +6,8 @@ from headwise.classification import CLASSIFICATION_TASKS, load_classification
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_data():
-    from headwise.data import shared_data_dir
-
-    try:
-        return shared_data_dir()
-    except FileNotFoundError:
-        pytest.skip("../shared/data is absent (set HEADWISE_DATA)")
+def _needs_data(shared_data):
+    return shared_data
 
 
 def _key(row):
