@@ -133,8 +133,8 @@ def main() -> None:
     adapter = {n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad}
     save_file(adapter, out / f"rank{accelerator.process_index}.safetensors")
     wrote = False
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(out / "adapter")
+    if accelerator.is_main_process:  # each rank names its own folder, so a test can see who wrote
+        unwrapped.save_pretrained(out / f"rank{accelerator.process_index}" / "adapter")
         wrote = True
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps({
         "losses": losses, "wrote_checkpoint": wrote, "num_processes": accelerator.num_processes,
@@ -159,6 +159,8 @@ def train_with_fsdp2(args) -> None:
     for layer in model.get_base_model().model.layers:
         fully_shard(layer)
     fully_shard(model)
+    # each rank holds only its shard of every adapter parameter (a DTensor): recorded for the test
+    shards = {n: [list(p.to_local().shape), list(p.shape)] for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     collate, per_rank, losses = PaddingCollator(pad_id), args.global_batch // world, []
     for step in range(args.steps):
@@ -179,10 +181,11 @@ def train_with_fsdp2(args) -> None:
         plain = headwise.wrap(plain, CONFIGS[args.method]())
         adapter = {k.removeprefix("base_model.model."): v for k, v in full.items() if "headwise_" in k}
         plain.load_state_dict({"base_model.model." + k: v for k, v in adapter.items()}, strict=False)
-        plain.save_pretrained(out / "adapter")
+        plain.save_pretrained(out / f"rank{rank}" / "adapter")
         save_file({n: p.detach().contiguous() for n, p in plain.named_parameters() if p.requires_grad}, out / "rank0.safetensors")
     (out / f"rank{rank}.json").write_text(json.dumps({
         "losses": losses, "wrote_checkpoint": rank == 0, "num_processes": world, "distributed_type": "FSDP2",
+        "shards": shards,
     }))
     dist.barrier()
     dist.destroy_process_group()
@@ -216,7 +219,7 @@ def train_with_trainer(args) -> None:
     trainer.train()
     out, rank = Path(args.out), trainer.args.process_index
     out.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out / "adapter"))  # writes on the main process only
+    trainer.save_model(str(out / f"rank{rank}" / "adapter"))  # transformers writes on the main process only
     adapter = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(adapter, out / f"rank{rank}.safetensors")
     (out / f"rank{rank}.json").write_text(json.dumps({

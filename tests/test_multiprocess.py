@@ -20,6 +20,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def written_by(out: Path, processes: int) -> list[bool]:
+    """Which ranks wrote an adapter folder (each rank is given its own folder name)."""
+    return [(out / f"rank{r}" / "adapter" / "adapter_model.safetensors").exists() for r in range(processes)]
+
+
 def launch(method: str, out: Path, processes: int, engine: str = "accelerate") -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     if processes == 1:
@@ -41,7 +46,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(method, tmp_path):
     assert [r["distributed_type"] for r in ranks] == ["DistributedType.MULTI_CPU"] * 2
     losses = ranks[0]["losses"]  # 64 rows / global batch 8: steps 8.. revisit the batches of steps 0..
     assert sum(losses[8:12]) < sum(losses[0:4])  # the loss on the same batches goes down
-    assert [r["wrote_checkpoint"] for r in ranks] == [True, False]  # only the main process writes
+    assert written_by(tmp_path / "two", 2) == [True, False]  # only the main process writes
     assert ranks[0]["losses"] == pytest.approx(single["losses"], abs=1e-5)
     rank0, rank1 = load_file(tmp_path / "two" / "rank0.safetensors"), load_file(tmp_path / "two" / "rank1.safetensors")
     alone = load_file(tmp_path / "one" / "rank0.safetensors")
@@ -49,7 +54,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(method, tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name  # identical on both ranks
         assert torch.allclose(rank0[name], alone[name], atol=1e-5), name
-    saved = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    saved = load_file(tmp_path / "two" / "rank0" / "adapter" / "adapter_model.safetensors")
     assert len(saved) >= len(rank0)  # soft injection also saves its task embedding
 
 
@@ -59,12 +64,12 @@ def test_plain_trainer_under_torchrun(method, tmp_path):
     """Trainer's sampler shuffles per process, so runs are compared with themselves, not with one process."""
     ranks = launch(method, tmp_path, 2, engine="trainer")
     assert [r["distributed_type"] for r in ranks] == ["DistributedType.MULTI_CPU"] * 2
-    assert [r["wrote_checkpoint"] for r in ranks] == [True, False]
+    assert written_by(tmp_path, 2) == [True, False]
     losses = ranks[0]["losses"]
     assert sum(losses[-4:]) < sum(losses[:4])
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
     assert rank0 and all(torch.equal(rank0[n], rank1[n]) for n in rank0)
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "rank0" / "adapter" / "adapter_model.safetensors").exists()
 
 
 @pytest.mark.slow
@@ -72,12 +77,16 @@ def test_plain_trainer_under_torchrun(method, tmp_path):
 def test_fsdp2_on_cpu_gathers_the_full_adapter_and_equals_one_process(method, tmp_path):
     single = launch(method, tmp_path / "one", 1)[0]
     ranks = launch(method, tmp_path / "fsdp", 2, engine="fsdp2")
-    assert [r["wrote_checkpoint"] for r in ranks] == [True, False]
+    assert written_by(tmp_path / "fsdp", 2) == [True, False]
+    for name, (local, full) in ranks[0]["shards"].items():  # really sharded, not replicated
+        other_local, _ = ranks[1]["shards"][name]
+        assert local[0] + other_local[0] == full[0] and local[1:] == full[1:], name
+        assert local[0] < full[0] or full[0] == 1, name
     assert ranks[0]["losses"] == pytest.approx(single["losses"], abs=1e-5)
     gathered, alone = load_file(tmp_path / "fsdp" / "rank0.safetensors"), load_file(tmp_path / "one" / "rank0.safetensors")
     assert gathered.keys() == alone.keys() and gathered
     for name in alone:  # full, unsharded shapes, same values
         assert gathered[name].shape == alone[name].shape
         assert torch.allclose(gathered[name], alone[name], atol=1e-5), name
-    saved = load_file(tmp_path / "fsdp" / "adapter" / "adapter_model.safetensors")
+    saved = load_file(tmp_path / "fsdp" / "rank0" / "adapter" / "adapter_model.safetensors")
     assert sorted(t.shape for t in saved.values()) == sorted(t.shape for t in alone.values())

@@ -61,24 +61,36 @@ def lofit_values(peft_model, adapter_name: str = "default") -> dict[tuple[int, i
     return values
 
 
-def reference_lofit_logits(arch: str, values, input_ids, attention_mask=None, seed: int = 0):
-    """LoFiT computed from scratch on a fresh copy of the bare model: a hand-written hook per layer."""
-    from headwise import find_head_sites
+# Written out here, not read from headwise: where each architecture's head outputs enter, and each head's width.
+PINNED_SITES = {
+    **{arch: "model.layers.{}.self_attn.o_proj" for arch in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3")},
+    "gpt2": "transformer.h.{}.attn.c_proj",
+    "gpt_neox": "gpt_neox.layers.{}.attention.dense",
+    "opt": "model.decoder.layers.{}.self_attn.out_proj",
+}
+PINNED_HEAD_DIM = {"qwen3": 12, "gemma": 16, "gemma2": 16}  # the rest: hidden 32 / 4 heads = 8
 
+
+def reference_lofit_logits(arch: str, values, input_ids, attention_mask=None, seed: int = 0):
+    """LoFiT computed from scratch on a fresh copy of the bare model: a hand-written hook per layer, on the
+    pinned module, head h being the input slice [h * d, (h + 1) * d)."""
     model = tiny_model(arch, seed=seed)
+    dim = PINNED_HEAD_DIM.get(arch, 8)
     handles = []
-    for site in find_head_sites(model):
-        def hook(module, args, layer=site.layer, n_heads=site.num_heads, dim=site.head_dim):
-            z = args[0].reshape(*args[0].shape[:-1], n_heads, dim).clone()
+    for layer in range(3):
+        def hook(module, args, layer=layer):
+            z = args[0].clone()
             for (l, h), entry in values.items():
                 if l == layer:
+                    part = z[..., h * dim:(h + 1) * dim]
                     if "scale" in entry:
-                        z[..., h, :] = (1 + entry["scale"]) * z[..., h, :]
+                        part = (1 + entry["scale"]) * part
                     if "offset" in entry:
-                        z[..., h, :] = z[..., h, :] + entry["offset"]
-            return (z.reshape(args[0].shape),)
+                        part = part + entry["offset"]
+                    z[..., h * dim:(h + 1) * dim] = part
+            return (z,)
 
-        handles.append(site.output.register_forward_pre_hook(hook))
+        handles.append(model.get_submodule(PINNED_SITES[arch].format(layer)).register_forward_pre_hook(hook))
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     for handle in handles:
