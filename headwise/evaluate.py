@@ -23,6 +23,14 @@ def first_answer_token(tokenizer, prompt: str, answer: str) -> int:
     return example["input_ids"][example["labels"].count(IGNORE_INDEX)]
 
 
+def _check_pairs(prompts: Sequence, targets: Sequence, what: str) -> None:
+    """Prompts and their answers / labels must pair up one to one (zip would silently drop the rest)."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} {what}: give one per prompt")
+    if not prompts:
+        raise ValueError("no prompts to evaluate: give at least one")
+
+
 def _batches(items: Sequence, size: int, desc: str):
     for start in tqdm(range(0, len(items), size), desc=desc, leave=False):
         yield start, items[start:start + size]
@@ -31,6 +39,7 @@ def _batches(items: Sequence, size: int, desc: str):
 @torch.no_grad()
 def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> float:
     """Share of items whose argmax next token after the prompt is the answer's first token."""
+    _check_pairs(prompts, answers, "answers")
     device = next(model.parameters()).device
     targets = [first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
     correct = 0
@@ -50,6 +59,7 @@ def greedy_exact_match(
     model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16, max_new_tokens: int = 8
 ) -> float:
     """Share of items whose greedy continuation, up to its first newline, equals the answer (case-insensitive)."""
+    _check_pairs(prompts, answers, "answers")
     device = next(model.parameters()).device
     correct = 0
     for start, chunk in _batches(prompts, batch_size, "greedy exact match"):
@@ -142,6 +152,7 @@ def label_logprobs(model, tokenizer, prompts: Sequence[str], label_words: Sequen
 
 def label_constrained_accuracy(model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8) -> float:
     """Accuracy of the argmax over the label words' probabilities (a wrong format cannot cost anything)."""
+    _check_pairs(prompts, labels, "labels")
     predicted = label_logprobs(model, tokenizer, prompts, label_words, batch_size).argmax(-1)
     return (predicted == torch.tensor(list(labels))).float().mean().item()
 
@@ -165,6 +176,7 @@ def label_accuracy(
 ) -> LabelAccuracy:
     """Label-constrained and free-generation accuracy from one greedy ``generate`` per batch: the logits of
     its first step are the label-constrained scores, so the prompt is encoded once for both."""
+    _check_pairs(prompts, labels, "labels")
     device = next(model.parameters()).device
     variants, words = label_variants(tokenizer, label_words), [w.strip().lower() for w in label_words]
     constrained = generated = invalid = 0

@@ -90,6 +90,8 @@ def alpha_matrix(model, adapter_name: str = "default") -> torch.Tensor:
 
 def first_token_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
     """Mean CE of the first answer token at each prompt's last position (left padding)."""
+    if not prompts or len(prompts) != len(answers):
+        raise ValueError(f"first_token_loss needs one answer per prompt and at least one prompt, got {len(prompts)} / {len(answers)}")
     device = next(model.parameters()).device
     logits = model(**left_padded_batch(tokenizer, prompts, device), logits_to_keep=1).logits[:, -1].float()
     return F.cross_entropy(logits, torch.tensor([first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)], device=device))
@@ -107,6 +109,8 @@ def answer_targets(tokenizer, prompt: str, answer: str, terminator: str = "\n") 
 def answer_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], terminator: str = "\n") -> torch.Tensor:
     """Mean over items of the NLL of the whole answer and its terminating newline, as greedy decoding
     sees it: the left-padded prompts are one prefill, the answer tokens are decoded on through the cache."""
+    if not prompts or len(prompts) != len(answers):
+        raise ValueError(f"answer_loss needs one answer per prompt and at least one prompt, got {len(prompts)} / {len(answers)}")
     device = next(model.parameters()).device
     batch = left_padded_batch(tokenizer, prompts, device)
     targets = [answer_targets(tokenizer, p, a, terminator) for p, a in zip(prompts, answers)]
@@ -156,7 +160,14 @@ def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Se
     config = config or SoftInjectionConfig()
     train_examples = list(train_examples)
     if valid_examples is None:
+        if len(train_examples) <= n_valid:
+            raise ValueError(
+                f"{len(train_examples)} examples cannot spare n_valid={n_valid} for validation: pass valid_examples "
+                "or a smaller n_valid"
+            )
         train_examples, valid_examples = train_examples[:-n_valid], train_examples[-n_valid:]
+    if not train_examples or not valid_examples:
+        raise ValueError("fit needs training and validation examples: both lists must be non-empty")
     valid_examples = list(valid_examples)[:n_valid]
     if embedding is None:
         embedding = extract_task_embedding(

@@ -317,6 +317,20 @@ def test_train_offsets_with_bad_heads_leaves_the_base_model_untouched():
     expect(IndexError, "heads 0..3", lambda: train_offsets(model, [(0, 9)], data), model)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda m, t: __import__("headwise.evaluate").evaluate.first_token_accuracy(m, t, ["Q: w1\nA:"], []), "1 prompts but 0 answers"),
+    (lambda m, t: __import__("headwise.evaluate").evaluate.greedy_exact_match(m, t, [], []), "no prompts"),
+    (lambda m, t: __import__("headwise.evaluate").evaluate.label_accuracy(m, t, ["Q: w1\nA:"], [0, 1], ["w1", "w2"]), "0 prompts|1 prompts but 2 labels"),
+    (lambda m, t: __import__("soft_injection").answer_loss(m, t, ["Q: w1\nA:"], []), "one answer per prompt"),
+    (lambda m, t: __import__("soft_injection").fit(m, t, [{"input": "w1", "output": "w2"}] * 5), "cannot spare n_valid=100"),
+])
+def test_evaluation_and_losses_refuse_unpaired_or_empty_inputs(call, match):
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model("llama")
+    expect(ValueError, match, lambda: call(model, tiny_tokenizer()), model)
+
+
 # -- CLI -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("setup, match", [
     (lambda d: None, "not found"),

@@ -51,15 +51,24 @@ def test_calibration_picks_what_a_brute_force_loop_picks():
     assert torch.allclose(next(p for n, p in model.named_parameters() if "log_gamma" in n), torch.log(torch.tensor(3.0)))
 
 
-def test_label_and_entropy_scores():
+def test_label_and_entropy_scores_equal_a_hand_computation():
+    """Both scores against plain forward passes, one prompt at a time: label words w40 / w41 are one token each."""
     tok = tiny_tokenizer()
-    prompts = ["Q: w1\nA:", "Q: w2 w3\nA:", "Q: w4\nA:"]
-    model = headwise.wrap(tiny_model("llama"), ZeroTuningConfig(heads="all"))
-    accuracy = label_accuracy_score(tok, prompts, [0, 1, 0], ["w40", "w41"])
-    assert 0.0 <= accuracy(model) <= 1.0
+    prompts, labels = ["Q: w1\nA:", "Q: w2 w3\nA:", "Q: w4\nA:"], [0, 1, 0]
+    model = headwise.wrap(tiny_model("llama"), ZeroTuningConfig(heads="all", gamma=2.0))
+    ids = [tok.convert_tokens_to_ids(w) for w in ("w40", "w41")]
+    rows = []
+    with torch.no_grad():
+        for prompt in prompts:
+            logits = model(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
+            rows.append(logits.log_softmax(-1)[ids].log_softmax(-1))  # renormalised over the two labels
+    rows = torch.stack(rows)
+    expected_accuracy = (rows.argmax(-1) == torch.tensor(labels)).float().mean().item()
+    expected_accuracy += 1e-3 * rows[torch.arange(3), torch.tensor(labels)].mean().item()
+    expected_entropy = (rows.exp() * rows).sum(-1).mean().item()  # minus the mean entropy
+    assert label_accuracy_score(tok, prompts, labels, ["w40", "w41"])(model) == pytest.approx(expected_accuracy, abs=1e-6)
     entropy = entropy_score(tok, prompts, ["w40", "w41"])
-    value = entropy(model)
-    assert -torch.log(torch.tensor(2.0)).item() - 1e-6 <= value <= 0.0
+    assert entropy(model) == pytest.approx(expected_entropy, abs=1e-6)
     best, table = calibrate(model, entropy, (0.5, 1.0, 2.0))
     assert table[best] == max(table.values())
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
