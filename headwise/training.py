@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .data import PaddingCollator
 
-__all__ = ["KeepBestAdapter", "reference_training_args", "split_for_validation", "train"]
+__all__ = ["KeepBestAdapter", "pad_token_id_of", "reference_training_args", "split_for_validation", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def train(
     With ``eval_dataset`` the adapter of the best validation check (the start included) is kept;
     the returned ``TrainOutput.metrics`` then carry ``best_step`` and ``best_eval_loss``."""
     if data_collator is None:
-        pad = pad_token_id if pad_token_id is not None else _pad_id(model)
+        pad = pad_token_id if pad_token_id is not None else pad_token_id_of(model)
         data_collator = PaddingCollator(pad_token_id=pad)
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT
@@ -106,7 +106,8 @@ def train(
         return output
 
 
-def _pad_id(model) -> int:
+def pad_token_id_of(model) -> int:
+    """The model's pad token id (else its eos id, else 0): what padding collators need."""
     config = model.config
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(config, name, None)

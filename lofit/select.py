@@ -21,7 +21,7 @@ from transformers import set_seed
 
 import headwise
 from headwise.heads import HeadList, top_k_heads
-from headwise.training import _pad_id, split_for_validation, train
+from headwise.training import pad_token_id_of, split_for_validation, train
 
 from .adapter import LofitLayer
 from .config import LofitConfig
@@ -100,7 +100,7 @@ def train_offsets(
     """
     units = None
     if relative:
-        units = offset_units_from_data(model, train_dataset, _pad_id(model))
+        units = offset_units_from_data(model, train_dataset, pad_token_id_of(model))
     if eval_dataset is None and valid:
         train_dataset, eval_dataset = split_for_validation(train_dataset, valid, seed)
     set_seed(seed)
