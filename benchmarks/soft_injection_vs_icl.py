@@ -85,17 +85,19 @@ def run_task(name, args, model, tokenizer, log, seed):
         one_off = extraction + time.perf_counter() - start
         result[loss] = accuracy(injected, tokenizer, task.test, lambda i: [])
         result[f"{loss} best"] = history.best_step
-        sample = task.test[:8]
-        latency = interleaved_latency(
-            injected, tokenizer, [few_shot_prompt(p["input"]) for p in sample],
-            [few_shot_prompt(p["input"], shots(i)) for i, p in enumerate(sample)],
-        )
-        result[f"{loss} cost"] = (one_off / latency[1], latency[0] / latency[1])
+        if args.latency:
+            sample = task.test[:8]
+            latency = interleaved_latency(
+                injected, tokenizer, [few_shot_prompt(p["input"]) for p in sample],
+                [few_shot_prompt(p["input"], shots(i)) for i, p in enumerate(sample)],
+            )
+            result[f"{loss} cost"] = (one_off / latency[1], latency[0] / latency[1])
         if seed == args.seeds[0]:
             plot_head_scores(alpha_matrix(injected), Path(args.out) / f"soft_injection_alpha_{name}_{loss}.png",
                              title=f"alpha: {name} ({loss} loss)", label="alpha")
         injected.unload()
-    log(f"{name} seed {seed}: " + " ".join(f"{k} {result[k][0]:.2f}/{result[k][1]:.2f}" for k in ("zero", "icl", *args.losses)))
+    log(f"{name} seed {seed}: " + " ".join(f"{k} {result[k][0]:.2f}/{result[k][1]:.2f}" for k in ("zero", "icl", *args.losses))
+        + " best steps " + " ".join(f"{loss} {result[f'{loss} best']}" for loss in args.losses))
     return result
 
 
@@ -109,6 +111,7 @@ def main():
     parser.add_argument("--n-prompts", type=int, default=50)
     parser.add_argument("--n-valid", type=int, default=50)
     parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true")
     args = parser.parse_args()
@@ -126,14 +129,19 @@ def main():
             first = [runs[s][name][key][0] for s in args.seeds]
             exact = [runs[s][name][key][1] for s in args.seeds]
             cells.append(f"{mean_spread(first)} / {mean_spread(exact)}")
-        cost = [runs[s][name][f"{args.losses[0]} cost"] for s in args.seeds]
-        rows.append([name, *cells, f"{sum(c[0] for c in cost) / len(cost):.0f}", f"{sum(c[1] for c in cost) / len(cost):.2f}"])
+        best = " / ".join(",".join(str(runs[s][name][f"{loss} best"]) for s in args.seeds) for loss in args.losses)
+        if args.latency:
+            cost = [runs[s][name][f"{args.losses[0]} cost"] for s in args.seeds]
+            rows.append([name, *cells, best, f"{sum(c[0] for c in cost) / len(cost):.0f}", f"{sum(c[1] for c in cost) / len(cost):.2f}"])
+        else:
+            rows.append([name, *cells, best])
     task_mean = lambda seed, key, i: sum(runs[seed][n][key][i] for n in args.tasks) / len(args.tasks)  # noqa: E731
     rows.append(["**mean**", *(
         f"**{mean_spread([task_mean(s, key, 0) for s in args.seeds], 3)} / {mean_spread([task_mean(s, key, 1) for s in args.seeds], 3)}**"
-        for key, _ in columns), "", ""])
-    header = ["task", *(f"{title} (first / EM)" for _, title in columns),
-              f"one-off cost / one 10-shot query ({args.losses[0]})", "query latency / 10-shot"]
+        for key, _ in columns), "", *(["", ""] if args.latency else [])])
+    header = ["task", *(f"{title} (first / EM)" for _, title in columns), f"best step per seed ({' / '.join(args.losses)})"]
+    if args.latency:
+        header += [f"one-off cost / one 10-shot query ({args.losses[0]})", "query latency / 10-shot"]
     text = markdown_table(header, rows)
     print("\n" + text)
     if args.append:

@@ -89,4 +89,5 @@ def test_fsdp2_on_cpu_gathers_the_full_adapter_and_equals_one_process(method, tm
         assert gathered[name].shape == alone[name].shape
         assert torch.allclose(gathered[name], alone[name], atol=1e-5), name
     saved = load_file(tmp_path / "fsdp" / "rank0" / "adapter" / "adapter_model.safetensors")
-    assert sorted(t.shape for t in saved.values()) == sorted(t.shape for t in alone.values())
+    trained = [t.shape for k, t in saved.items() if "offset_unit" not in k]  # LoFiT also saves its offsets' units
+    assert sorted(trained) == sorted(t.shape for t in alone.values())
