@@ -160,7 +160,8 @@ def main():
             if not found:
                 cells.append("")
                 continue
-            gammas = "/".join(label[len(method):].strip(" ()").split(",")[0].replace("gamma ", "") for label, _ in found if label != method)
+            details = [label[len(method):].strip(" ()").split(",")[0] for label, _ in found]
+            gammas = "/".join(d.replace("gamma ", "") for d in details if d.startswith("gamma "))
             generated = sum(v[1] for _, v in found) / len(found)
             invalid = sum(v[2] for _, v in found) / len(found)
             cells.append(f"{mean_spread([v[0] for _, v in found])} / {generated:.2f} ({invalid:.0%} not a label)"
