@@ -97,3 +97,19 @@ def test_keep_best_adapter_restores_the_best_check(tmp_path):
     with pytest.raises(ValueError, match="valid fraction"):
         split_for_validation(train_rows, 1.5)
     assert KeepBestAdapter  # public
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trained_ln_gamma_lowers_the_training_loss_on_every_seed(seed, tmp_path):
+    from headwise.training import train
+    from zerotuning import ZeroTuningConfig
+
+    torch.manual_seed(seed)
+    base = tiny_model("llama", seed=seed)
+    base.set_attn_implementation("sdpa")
+    model = headwise.wrap(base, ZeroTuningConfig(heads="all"))
+    data, collator = toy_task(n=64, seed=seed), PaddingCollator(pad_token_id=0)
+    before = answer_loss(model, data, collator)
+    train(model, data, 0.1, epochs=4, seed=seed)
+    after = answer_loss(model, data, collator)
+    assert after < before - 0.01, (seed, before, after)
