@@ -145,8 +145,6 @@ class HeadTuner(BaseTuner):
             holder.check_mergeable()
             if safe_merge:
                 holder.check_finite(adapter_names)
-            else:
-                holder.merge_order(adapter_names)  # unknown adapter names fail here, before any fold
 
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
         holders = self.holders()
