@@ -85,10 +85,10 @@ class SoftInjectionLayer(HeadLayer):
         alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
         task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
         positions = self._last_positions
-        if positions is None or bool((positions == heads.shape[1] - 1).all()):  # left padding / no padding
+        if positions is None:  # no padding mask: the last token of every row is the prompt's last
             last = (1 - alpha) * heads[:, -1] + alpha * task  # (B, H, d)
             return torch.cat([heads[:, :-1], last[:, None]], dim=1)
-        rows = torch.arange(heads.shape[0], device=heads.device)
+        rows = torch.arange(heads.shape[0], device=heads.device)  # one gather, no host sync, any padding side
         positions = positions.to(heads.device)
         mixed = (1 - alpha) * heads[rows, positions] + alpha * task  # (B, H, d)
         return heads.index_put((rows, positions), mixed)
