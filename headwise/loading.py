@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -157,5 +156,5 @@ def _check_output_projection(site) -> None:
     if "attn" not in attention and "attention" not in attention and "attn" not in parent and "attention" not in parent:
         raise AdapterFileError(f"the config's site {site.output_name!r} is not under an attention module ({type(site.attention).__name__})")
     width = _input_features(site.output)
-    if width != site.num_heads * site.head_dim or not math.isfinite(width):
+    if width != site.num_heads * site.head_dim:
         raise AdapterFileError(f"the config's site {site.output_name!r} does not take the {site.num_heads} head outputs")
