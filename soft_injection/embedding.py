@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 from typing import Sequence
 
@@ -11,6 +10,7 @@ from tqdm.auto import tqdm
 
 from headwise.data import QA_TEMPLATE, few_shot_prompt, left_padded_batch
 from headwise.sites import find_head_sites
+from headwise.statistics import capturing_head_inputs
 
 __all__ = ["extraction_prompts", "extract_task_embedding"]
 
@@ -43,21 +43,10 @@ def extract_task_embedding(
     sums = torch.zeros(len(sites), sites[0].num_heads * sites[0].head_dim, dtype=torch.float64)
     device = next(model.parameters()).device
 
-    def capture(layer):
-        def hook(module, args):
-            sums[layer] += args[0][:, -1].double().sum(0).cpu()
-        return hook
+    def capture(layer, x):
+        sums[layer] += x[:, -1].double().sum(0).cpu()
 
-    handles = [site.output.register_forward_pre_hook(capture(site.layer), prepend=True) for site in sites]
-    adapters_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    was_training = model.training
-    model.eval()
-    try:
-        with adapters_off:
-            for start in tqdm(range(0, len(prompts), batch_size), desc="task embedding", leave=False):
-                model(**left_padded_batch(tokenizer, prompts[start:start + batch_size], device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    with capturing_head_inputs(model, capture):
+        for start in tqdm(range(0, len(prompts), batch_size), desc="task embedding", leave=False):
+            model(**left_padded_batch(tokenizer, prompts[start:start + batch_size], device))
     return (sums / len(prompts)).float().view(len(sites), sites[0].num_heads, sites[0].head_dim)
