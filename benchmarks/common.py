@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
+
+# The benchmarks read the reference data beside the checkout (an installed headwise never guesses it).
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if REFERENCE_DATA.is_dir():
+    os.environ.setdefault("HEADWISE_DATA", str(REFERENCE_DATA))
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -5,8 +5,9 @@
 
 Rows: untuned 0-shot and 10-shot ICL; PEFT LoRA r=8 on q_proj/v_proj and IA3 (PEFT defaults); LoFiT
 at 3% and 10% of heads (two phases, library defaults; the time includes phase 1), LoFiT offsets on
-random 10% of heads, and with ``--study`` LoFiT 10% with scales and offsets in phase 2 and LoFiT 10%
-with the paper's raw offset parameterisation (no head-RMS units). Every trained method holds out the same 20% of the
+random 10% of heads. ``--study`` adds LoFiT 10% with scales and offsets in phase 2, with the paper's raw
+offset parameterisation (no head-RMS units), with phase-1 L1 strength 1e-2 (10x), with a 3x phase-1
+budget, and LoFiT at 20% of heads; ``--rows`` runs a subset. Every trained method holds out the same 20% of the
 training examples and keeps its best epoch by validation loss. Each seed draws the split, the
 initialisation and the batch order; tables give mean [min–max] over seeds. Accuracy is on held-out
 items with zero-shot prompts (first token / greedy exact match). Training time is a ratio to LoRA's
@@ -30,10 +31,10 @@ from transformers import set_seed
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
 from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
-from headwise.data import few_shot_prompt, load_word_pairs, training_set  # noqa: E402
-from headwise.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
+from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set  # noqa: E402
+from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.heads import head_count, top_k_heads  # noqa: E402
-from headwise.training import split_for_validation, train  # noqa: E402
+from headwise.experiments.training import split_for_validation, train  # noqa: E402
 from lofit import select_heads, train_offsets  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
@@ -83,14 +84,17 @@ def run_task(name, args, tokenizer, log, seed):
 
     selection = {}
 
-    def lofit(k, **offset_args):
+    def lofit(k, l1=args.l1, min_steps=40, **offset_args):
+        phase1 = (l1, min_steps)
+
         def run():
             model = base()
-            if "result" not in selection:  # phase 1 once per task and seed: every k reads the same scores
+            if phase1 not in selection:  # phase 1 once per task, seed and setting: every k reads the same scores
                 start = time.perf_counter()
-                selection["result"] = select_heads(model, fit_rows, k=k, l1=args.l1, lr=args.select_lr, seed=seed)
-                selection["seconds"] = time.perf_counter() - start
-            heads = top_k_heads(selection["result"].scores, k)
+                result = select_heads(model, fit_rows, k=k, l1=l1, lr=args.select_lr, seed=seed, min_steps=min_steps)
+                selection[phase1] = (result, time.perf_counter() - start)
+            heads = top_k_heads(selection[phase1][0].scores, k)
+            run.phase1_seconds = selection[phase1][1]
             return train_offsets(model, heads, fit_rows, epochs=args.epochs, seed=seed, eval_dataset=valid_rows, **offset_args)
         return run
 
@@ -110,18 +114,21 @@ def run_task(name, args, tokenizer, log, seed):
         ("LoFiT 3% heads", lofit(0.03)),
         ("LoFiT 10% heads", lofit(0.10)),
         *([("LoFiT 10% heads, scale + offset", lofit(0.10, use_scale=True)),
-           ("LoFiT 10% heads, raw offsets (paper)", lofit(0.10, relative=False, lr=args.raw_lr))] if args.study else []),
+           ("LoFiT 10% heads, raw offsets (paper)", lofit(0.10, relative=False, lr=args.raw_lr)),
+           ("LoFiT 10% heads, phase 1 l1 1e-2", lofit(0.10, l1=1e-2)),
+           ("LoFiT 10% heads, phase 1 >= 120 steps", lofit(0.10, min_steps=120)),
+           ("LoFiT 20% heads", lofit(0.20))] if args.study else []),
         ("LoFiT 10% random heads", random_heads(0.10)),
     ]
+    methods = [(label, run) for label, run in methods if not args.rows or any(part in label for part in args.rows)]
     for label, run in methods:
         model, seconds = timed_training(run)
-        if label.startswith("LoFiT") and "random" not in label:
-            seconds += selection["seconds"]  # phase 1 is charged to every LoFiT row that uses it
+        seconds += getattr(run, "phase1_seconds", 0)  # phase 1 is charged to every LoFiT row that uses it
         rows[label] = (*evaluate(model, tokenizer, test), trainable(model), seconds)
         log(f"  {label}: acc {rows[label][0]:.2f}/{rows[label][1]:.2f} params {rows[label][2]} {seconds:.0f}s")
         del model
-    if "result" in selection and seed == args.seeds[0]:
-        selection["result"].plot(Path(args.out) / f"lofit_heads_{name}.png", title=f"LoFiT ||A||: {name}")
+    if (args.l1, 40) in selection and seed == args.seeds[0]:
+        selection[(args.l1, 40)][0].plot(Path(args.out) / f"lofit_heads_{name}.png", title=f"LoFiT ||A||: {name}")
     return rows
 
 
@@ -137,7 +144,10 @@ def main():
     parser.add_argument("--raw-lr", type=float, default=1e-2, help="lr of the raw-offset LoFiT row (the old default)")
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--ia3-lr", type=float, default=3e-3)
-    parser.add_argument("--study", action="store_true", help="add the LoFiT 10%% scale + offset and raw-offset rows")
+    parser.add_argument("--study", action="store_true",
+                        help="add LoFiT rows: scale + offset, raw offsets, phase-1 l1 1e-2, phase 1 >= 120 steps, 20%% of heads")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="run only the trained rows whose label contains one of these strings (baselines always run)")
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -158,7 +168,7 @@ def main():
             cells.append(f"{mean_spread(first)} / {sum(exact) / len(exact):.2f}")
         task_mean = lambda seed, i: sum(runs[seed][t][label][i] for t in args.tasks) / len(args.tasks)  # noqa: E731
         times = [runs[s][t][label][3] for s in args.seeds for t in args.tasks]
-        ratio = "" if times[0] is None else f"{sum(runs[s][t][label][3] / runs[s][t][LORA][3] for s in args.seeds for t in args.tasks) / len(times):.2f}"
+        ratio = "" if times[0] is None or LORA not in labels else f"{sum(runs[s][t][label][3] / runs[s][t][LORA][3] for s in args.seeds for t in args.tasks) / len(times):.2f}"
         table.append([
             label, f"{runs[args.seeds[0]][args.tasks[0]][label][2]:,}", *cells,
             mean_spread([task_mean(s, 0) for s in args.seeds], 3), mean_spread([task_mean(s, 1) for s in args.seeds], 3), ratio,

@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
 from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
-from headwise.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
-from headwise.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
-from headwise.plots import plot_head_scores  # noqa: E402
+from headwise.experiments.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
+from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
+from headwise.experiments.plots import plot_head_scores  # noqa: E402
 from soft_injection import SoftInjectionConfig, alpha_matrix, extract_task_embedding, fit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"

@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
 from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
-from headwise.classification import load_classification  # noqa: E402
-from headwise.data import encode_pair, left_padded_batch  # noqa: E402
-from headwise.evaluate import label_accuracy  # noqa: E402
-from headwise.training import train  # noqa: E402
+from headwise.experiments.classification import load_classification  # noqa: E402
+from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
+from headwise.experiments.evaluate import label_accuracy  # noqa: E402
+from headwise.experiments.training import train  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"

@@ -19,8 +19,8 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 import headwise
-from headwise.data import QA_TEMPLATE, PaddingCollator, encode_pair
-from headwise.evaluate import first_token_accuracy, greedy_exact_match
+from headwise.experiments.data import QA_TEMPLATE, PaddingCollator, encode_pair
+from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match
 from lofit import LofitConfig, offset_units_from_data, set_offset_units
 
 # The demo's own data: (country, capital).

@@ -13,8 +13,8 @@ import argparse
 import logging
 
 import headwise
-from headwise.data import few_shot_prompt, load_word_pairs, training_set
-from headwise.evaluate import first_token_accuracy
+from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set
+from headwise.experiments.evaluate import first_token_accuracy
 from lofit import select_heads, train_offsets
 
 

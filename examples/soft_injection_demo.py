@@ -13,9 +13,9 @@ import argparse
 import logging
 
 import headwise
-from headwise.data import few_shot_prompt, load_word_pairs
-from headwise.evaluate import first_token_accuracy
-from headwise.plots import plot_head_scores
+from headwise.experiments.data import few_shot_prompt, load_word_pairs
+from headwise.experiments.evaluate import first_token_accuracy
+from headwise.experiments.plots import plot_head_scores
 from soft_injection import alpha_matrix, fit
 
 

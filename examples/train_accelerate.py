@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 import headwise
-from headwise.data import PaddingCollator, answer_only_example
+from headwise.experiments.data import PaddingCollator, answer_only_example
 from lofit import LofitConfig
 from soft_injection import SoftInjectionConfig, set_task_embedding
 from zerotuning import ZeroTuningConfig
@@ -54,7 +54,7 @@ def tiny_setup(seed: int):
 
 
 def smollm2_setup(seed: int):
-    from headwise.data import load_word_pairs, training_set
+    from headwise.experiments.data import load_word_pairs, training_set
 
     model, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
     rows = list(training_set(tokenizer, load_word_pairs("antonym", valid=0, test=0.1, seed=seed).train[:256]))

@@ -13,8 +13,8 @@ import argparse
 import logging
 
 import headwise
-from headwise.classification import load_classification
-from headwise.evaluate import label_constrained_accuracy
+from headwise.experiments.classification import load_classification
+from headwise.experiments.evaluate import label_constrained_accuracy
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma
 
 

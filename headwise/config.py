@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -16,8 +14,6 @@ from .version import __version__
 __all__ = ["AdapterConfig", "AdapterShapeError"]
 
 HeadsSpec = Union[str, list, None]
-
-_CARD_HEADING = "## Loading this headwise adapter"
 
 
 class AdapterShapeError(ValueError):
@@ -113,9 +109,11 @@ class AdapterConfig(PeftConfig):
         return out
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
-        """Write ``adapter_config.json`` and add to the model card how to load the adapter."""
+        """Write ``adapter_config.json`` and the model card (``headwise.card``)."""
+        from .card import write_model_card
+
         super().save_pretrained(save_directory, **kwargs)
-        _add_loading_section(save_directory, self)
+        write_model_card(save_directory, self)
 
 
 def _as_index(value, what: str) -> int:
@@ -131,24 +129,3 @@ def _as_pair(head) -> tuple[int, int]:
     if not isinstance(head, (list, tuple)) or len(head) != 2:
         raise ValueError(f"each head must be a (layer, head) pair, got {head!r}")
     return _as_index(head[0], "layer"), _as_index(head[1], "head")
-
-
-def _add_loading_section(directory: str, config: AdapterConfig) -> None:
-    path = os.path.join(directory, "README.md")
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "---\nlibrary_name: peft\n---\n"
-    if _CARD_HEADING in text:
-        return
-    text += (
-        f"\n{_CARD_HEADING}\n\n"
-        f"This is a **{config.method.value}** adapter made with headwise {config.headwise_version}. "
-        "PEFT only knows the headwise adapter types once `headwise` is imported, so import it first "
-        "(otherwise PEFT raises `KeyError`):\n\n"
-        "```python\n"
-        "import headwise\n"
-        "from transformers import AutoModelForCausalLM\n\n"
-        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(config.base_model_name_or_path)})\n"
-        "model = headwise.from_pretrained(base, \"<this repo or folder>\")\n"
-        "```\n"
-    )
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)

@@ -54,4 +54,9 @@ def registered_methods() -> dict[HeadPeftType, tuple[type, type]]:
 
 def import_builtin_methods() -> None:
     for package in BUILTIN_METHOD_PACKAGES:
-        importlib.import_module(package)
+        module = importlib.import_module(package)
+        if getattr(module, "__file__", None) is None:  # a plain folder of that name won the import
+            raise ImportError(
+                f"'{package}' was imported from the folder {list(module.__path__)[0]}, not from headwise's method "
+                f"package: rename that folder (or run from another directory)"
+            )

@@ -6,9 +6,9 @@ import contextlib
 from typing import Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from .sites import find_head_sites
+from .progress import progress
 
 __all__ = ["capturing_head_inputs", "head_output_rms"]
 
@@ -50,7 +50,7 @@ def head_output_rms(model, batches: Iterable[dict], site_template: str | None = 
     device = next(model.parameters()).device
     tokens = 0
     with capturing_head_inputs(model, capture, site_template):
-        for batch in tqdm(batches, desc="head output scale", leave=False):
+        for batch in progress(batches, "head output scale"):
             input_ids = batch["input_ids"].to(device)
             mask = batch.get("attention_mask")
             mask = torch.ones_like(input_ids) if mask is None else mask.to(device)

@@ -21,7 +21,7 @@ from transformers import set_seed
 
 import headwise
 from headwise.heads import HeadList, top_k_heads
-from headwise.training import pad_token_id_of, split_for_validation, train
+from headwise.experiments.training import pad_token_id_of, split_for_validation, train
 
 from .adapter import LofitLayer
 from .config import LofitConfig
@@ -41,7 +41,7 @@ class HeadSelection:
     scores: torch.Tensor
 
     def plot(self, path: str | Path, title: str = "LoFiT head scores ||A||") -> Path:
-        from headwise.plots import plot_head_scores
+        from headwise.experiments.plots import plot_head_scores
 
         return plot_head_scores(self.scores, path, selected=self.heads, title=title, label="||A||_2")
 
@@ -65,7 +65,7 @@ def select_heads(
     """Phase 1 on a bare transformers model; the model is returned to its original state afterwards.
 
     ``k``: number of heads, or a fraction of all heads (0.03 = the paper's small setting).
-    ``train_dataset``: rows of input_ids / labels (answer-only), e.g. ``headwise.data.training_set``.
+    ``train_dataset``: rows of input_ids / labels (answer-only), e.g. ``headwise.experiments.data.training_set``.
     ``epochs``: default enough epochs for ``min_steps`` optimiser steps (at least one epoch).
     """
     if hasattr(model, "peft_config"):

@@ -37,7 +37,7 @@ def set_offset_units(model, units: torch.Tensor, adapter_name: str = "default") 
 def offset_units_from_data(model, train_dataset, pad_token_id: int, batch_size: int = 16, max_examples: int = 256,
                            floor: float = 1e-6) -> torch.Tensor:
     """(L, H) head output RMS over (up to ``max_examples``) rows of ``train_dataset`` (input_ids rows)."""
-    from headwise.data import PaddingCollator
+    from headwise.experiments.data import PaddingCollator
 
     collate = PaddingCollator(pad_token_id=pad_token_id)
     rows = [train_dataset[i] for i in range(min(len(train_dataset), max_examples))]

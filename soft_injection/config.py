@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from headwise.config import AdapterConfig
-from headwise.data import QA_TEMPLATE
+from headwise.experiments.data import QA_TEMPLATE
 from headwise.registry import HeadPeftType
 
 __all__ = ["SoftInjectionConfig"]

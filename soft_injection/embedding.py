@@ -6,11 +6,11 @@ import random
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from headwise.data import QA_TEMPLATE, few_shot_prompt, left_padded_batch
+from headwise.experiments.data import QA_TEMPLATE, few_shot_prompt, left_padded_batch
 from headwise.sites import find_head_sites
 from headwise.statistics import capturing_head_inputs
+from headwise.progress import progress
 
 __all__ = ["extraction_prompts", "extract_task_embedding"]
 
@@ -47,6 +47,6 @@ def extract_task_embedding(
         sums[layer] += x[:, -1].double().sum(0).cpu()
 
     with capturing_head_inputs(model, capture):
-        for start in tqdm(range(0, len(prompts), batch_size), desc="task embedding", leave=False):
+        for start in progress(range(0, len(prompts), batch_size), "task embedding"):
             model(**left_padded_batch(tokenizer, prompts[start:start + batch_size], device))
     return (sums / len(prompts)).float().view(len(sites), sites[0].num_heads, sites[0].head_dim)

@@ -16,15 +16,15 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import headwise
-from headwise.data import IGNORE_INDEX, encode_pair, few_shot_prompt, left_padded_batch
-from headwise.evaluate import first_answer_token
+from headwise.experiments.data import IGNORE_INDEX, encode_pair, few_shot_prompt, left_padded_batch
+from headwise.experiments.evaluate import first_answer_token
 
 from .adapter import SoftInjectionLayer
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding
+from headwise.progress import progress
 
 __all__ = ["FitHistory", "fit", "inject", "set_task_embedding", "alpha_matrix", "first_token_loss", "answer_loss", "LOSSES"]
 
@@ -194,7 +194,7 @@ def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Se
 
     check(0)
     rng = random.Random(seed)
-    for step in tqdm(range(1, steps + 1), desc="soft injection", leave=False):
+    for step in progress(range(1, steps + 1), "soft injection"):
         batch = rng.sample(train_examples, min(batch_size, len(train_examples)))
         value = loss_fn(model, tokenizer, [prompt(e) for e in batch], [e["output"] for e in batch])
         optimizer.zero_grad()

@@ -309,7 +309,7 @@ def test_select_heads_refuses_a_wrapped_model():
 def test_train_offsets_with_bad_heads_leaves_the_base_model_untouched():
     from datasets import Dataset
 
-    from headwise.data import answer_only_example
+    from headwise.experiments.data import answer_only_example
     from lofit import train_offsets
 
     model = tiny_model("llama")
@@ -318,9 +318,9 @@ def test_train_offsets_with_bad_heads_leaves_the_base_model_untouched():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda m, t: __import__("headwise.evaluate").evaluate.first_token_accuracy(m, t, ["Q: w1\nA:"], []), "1 prompts but 0 answers"),
-    (lambda m, t: __import__("headwise.evaluate").evaluate.greedy_exact_match(m, t, [], []), "no prompts"),
-    (lambda m, t: __import__("headwise.evaluate").evaluate.label_accuracy(m, t, ["Q: w1\nA:"], [0, 1], ["w1", "w2"]), "0 prompts|1 prompts but 2 labels"),
+    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.first_token_accuracy(m, t, ["Q: w1\nA:"], []), "1 prompts but 0 answers"),
+    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.greedy_exact_match(m, t, [], []), "no prompts"),
+    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.label_accuracy(m, t, ["Q: w1\nA:"], [0, 1], ["w1", "w2"]), "0 prompts|1 prompts but 2 labels"),
     (lambda m, t: __import__("soft_injection").answer_loss(m, t, ["Q: w1\nA:"], []), "one answer per prompt"),
     (lambda m, t: __import__("soft_injection").fit(m, t, [{"input": "w1", "output": "w2"}] * 5), "cannot spare n_valid=100"),
 ])
@@ -354,4 +354,4 @@ def test_cli_inspect_a_missing_model(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exit_info:
         main(["inspect", str(tmp_path / "missing")])
-    assert exit_info.value.code == 2 and "no model at" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no model or adapter at" in capsys.readouterr().err

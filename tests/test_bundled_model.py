@@ -49,7 +49,7 @@ def test_wrap_generate_save_reload_same_output(smollm2, tmp_path):
 
 
 def _mean_loss(model, rows, pad_token_id) -> float:
-    from headwise.data import PaddingCollator
+    from headwise.experiments.data import PaddingCollator
 
     collate = PaddingCollator(pad_token_id=pad_token_id)
     with torch.no_grad():
@@ -62,8 +62,8 @@ def _mean_loss(model, rows, pad_token_id) -> float:
 def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2, shared_data, seed):
     """Library defaults, 64 examples, on every seed (split, initialisation and batch order): a recipe that
     only works on one trajectory fails here."""
-    from headwise.data import few_shot_prompt, load_word_pairs, training_set
-    from headwise.evaluate import first_token_accuracy
+    from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set
+    from headwise.experiments.evaluate import first_token_accuracy
     from lofit import select_heads, train_offsets
 
     model, tokenizer = smollm2
@@ -85,8 +85,8 @@ def test_lofit_beats_the_untuned_zero_shot_model_on_held_out_items(smollm2, shar
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2, shared_data, seed):
-    from headwise.data import few_shot_prompt, load_word_pairs
-    from headwise.evaluate import first_token_accuracy, greedy_exact_match
+    from headwise.experiments.data import few_shot_prompt, load_word_pairs
+    from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match
     from soft_injection import SoftInjectionConfig, fit
 
     model, tokenizer = smollm2
@@ -106,8 +106,8 @@ def test_soft_injection_beats_zero_shot_on_held_out_items(smollm2, shared_data, 
 def test_zerotuning_acts_on_the_real_model_and_calibration_keeps_the_best_gamma(smollm2, shared_data):
     """Fails if ZeroTuning did nothing (gamma 4 must move the label scores), if gamma 1 were not the identity,
     or if calibration left another gamma on the model than the best one it reports."""
-    from headwise.classification import load_classification
-    from headwise.evaluate import label_logprobs
+    from headwise.experiments.classification import load_classification
+    from headwise.experiments.evaluate import label_logprobs
     from zerotuning import ZeroTuningConfig, calibrate, label_accuracy_score, set_gamma
 
     model, tokenizer = smollm2

@@ -1,8 +1,8 @@
-"""headwise.classification on the reference data: disjoint splits, stable test items, prompts, demonstrations."""
+"""headwise.experiments.classification on the reference data: disjoint splits, stable test items, prompts, demonstrations."""
 
 import pytest
 
-from headwise.classification import CLASSIFICATION_TASKS, load_classification
+from headwise.experiments.classification import CLASSIFICATION_TASKS, load_classification
 
 
 @pytest.fixture(scope="module", autouse=True)

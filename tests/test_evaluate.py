@@ -1,9 +1,9 @@
-"""headwise.evaluate against one-prompt-at-a-time loops written out here (no padding, no batching)."""
+"""headwise.experiments.evaluate against one-prompt-at-a-time loops written out here (no padding, no batching)."""
 
 import pytest
 import torch
 
-from headwise.evaluate import (
+from headwise.experiments.evaluate import (
     first_token_accuracy, generated_label_accuracy, greedy_exact_match, label_accuracy, label_constrained_accuracy,
     label_logprobs, label_variants, label_word_ids,
 )

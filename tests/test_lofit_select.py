@@ -71,7 +71,7 @@ def test_select_heads_refuses_a_wrapped_model():
 def test_plain_trainer_loss_includes_the_l1_term(tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from headwise.data import PaddingCollator
+    from headwise.experiments.data import PaddingCollator
 
     config = LofitConfig(heads="all", use_scale=True, use_offset=False, l1_lambda=0.25)
     model = headwise.wrap(tiny_model("llama"), config)

@@ -1,9 +1,9 @@
-"""headwise.plots.plot_head_scores: a PNG for any (L, H) score matrix, rows named or numbered."""
+"""headwise.experiments.plots.plot_head_scores: a PNG for any (L, H) score matrix, rows named or numbered."""
 
 import pytest
 import torch
 
-from headwise.plots import plot_head_scores
+from headwise.experiments.plots import plot_head_scores
 from zerotuning.calibrate import HeadProfile
 
 

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
 
 import headwise
-from headwise.data import PaddingCollator
+from headwise.experiments.data import PaddingCollator
 from lofit import LofitConfig
 from soft_injection import SoftInjectionConfig, first_token_loss, set_task_embedding
 from test_trainer import toy_task
@@ -110,7 +110,10 @@ def test_activation_checkpointing_gives_the_same_gradients(method):
         base = tiny_model("llama", **SIZE)
         base.train()
         if checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns there
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = prepare(headwise.wrap(base, METHODS[method]()), method)
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import headwise
-from headwise.data import few_shot_prompt, left_padded_batch
+from headwise.experiments.data import few_shot_prompt, left_padded_batch
 from soft_injection import (
     SoftInjectionConfig, SoftInjectionLayer, alpha_matrix, extract_task_embedding, extraction_prompts, fit, inject,
 )

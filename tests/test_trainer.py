@@ -6,7 +6,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 import headwise
-from headwise.data import PaddingCollator, answer_only_example
+from headwise.experiments.data import PaddingCollator, answer_only_example
 from lofit import LofitConfig
 from tiny_models import VOCAB, tiny_model
 
@@ -65,7 +65,7 @@ def test_answer_only_labels_and_padding():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_train_offsets_lowers_the_training_loss_and_keeps_the_best_validation_epoch(seed):
-    from headwise.data import PaddingCollator
+    from headwise.experiments.data import PaddingCollator
     from lofit import train_offsets
 
     data, collator = toy_task(n=80, seed=seed), PaddingCollator(pad_token_id=0)
@@ -79,7 +79,7 @@ def test_train_offsets_lowers_the_training_loss_and_keeps_the_best_validation_ep
 
 
 def test_keep_best_adapter_restores_the_best_check(tmp_path):
-    from headwise.training import KeepBestAdapter, split_for_validation, train
+    from headwise.experiments.training import KeepBestAdapter, split_for_validation, train
 
     train_rows, valid_rows = split_for_validation(toy_task(n=40), 0.25, seed=0)
     assert (len(train_rows), len(valid_rows)) == (30, 10)
@@ -101,7 +101,7 @@ def test_keep_best_adapter_restores_the_best_check(tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_trained_ln_gamma_lowers_the_training_loss_on_every_seed(seed, tmp_path):
-    from headwise.training import train
+    from headwise.experiments.training import train
     from zerotuning import ZeroTuningConfig
 
     torch.manual_seed(seed)

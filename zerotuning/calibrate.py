@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from headwise.data import left_padded_batch
-from headwise.evaluate import label_logprobs
+from headwise.experiments.data import left_padded_batch
+from headwise.experiments.evaluate import label_logprobs
 from headwise.heads import HeadList
 
 from .adapter import ZeroTuningLayer
+from headwise.progress import progress
 
 __all__ = [
     "DEFAULT_GAMMAS", "HeadProfile", "set_gamma", "profile_heads", "calibrate", "label_accuracy_score",
@@ -113,7 +113,7 @@ class HeadProfile:
         return sorted(chosen)
 
     def plot(self, path, title: str = "ZeroTuning head profile"):
-        from headwise.plots import plot_head_scores
+        from headwise.experiments.plots import plot_head_scores
 
         by_index = self.scores.dim() == 1
         scores = self.scores[None] if by_index else self.scores
@@ -135,7 +135,7 @@ def profile_heads(model, score: Score, gamma: float = 2.0, by: str = "index", ad
     else:
         raise ValueError(f"by must be 'index' or 'head', got {by!r}")
     results = []
-    for heads in tqdm(candidates, desc="profiling heads", leave=False):
+    for heads in progress(candidates, "profiling heads"):
         set_gamma(model, {pair: gamma for pair in heads}, adapter_name)
         results.append(score(model) - baseline)
     set_gamma(model, 1.0, adapter_name)
@@ -152,7 +152,7 @@ def calibrate(
     Leaves the best gamma set on the model; returns it and the score of every gamma tried.
     """
     table = {}
-    for gamma in tqdm(list(gammas), desc="calibrating gamma", leave=False):
+    for gamma in progress(list(gammas), desc="calibrating gamma"):
         set_gamma(model, {pair: gamma for pair in heads} if heads is not None else gamma, adapter_name)
         table[gamma] = score(model)
     best = max(table, key=lambda g: (table[g], -abs(math.log(g))))  # ties: the gentler gamma

@@ -1,0 +1,117 @@
+"""A plain ``transformers.Trainer`` run with LoFiT's reference schedule, for the library's own loops.
+
+AdamW, linear decay, no warmup, weight decay 0, gradient clipping 1.0; with an ``eval_dataset`` the
+validation loss is measured before training and after every epoch, and the adapter weights of the best
+check are kept (early stopping that cannot end worse than it started). Nothing here is needed to
+train a headwise model: any Trainer or Accelerate loop works on the wrapped model as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .._peft_defaults import upstream_deprecations_silenced
+from .data import PaddingCollator
+
+__all__ = ["KeepBestAdapter", "pad_token_id_of", "reference_training_args", "split_for_validation", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+def reference_training_args(
+    output_dir: str, learning_rate: float, epochs: float = 5, batch_size: int = 8, seed: int = 0, **overrides: Any
+) -> TrainingArguments:
+    kwargs: dict[str, Any] = dict(
+        output_dir=output_dir, learning_rate=learning_rate, num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, optim="adamw_torch", seed=seed, data_seed=seed, save_strategy="no", report_to=[],
+        logging_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+class KeepBestAdapter(TrainerCallback):
+    """Keeps a copy of the trainable parameters whenever the validation loss improves and puts the best
+    copy back when training ends. ``record`` the loss of the starting point first."""
+
+    def __init__(self, model) -> None:
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        self.best_loss, self.best_step, self.best = float("inf"), 0, None
+        self.history: list[tuple[int, float]] = []
+
+    def record(self, step: int, loss: float) -> None:
+        self.history.append((step, loss))
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, step
+            self.best = {name: p.detach().clone() for name, p in self.params.items()}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self.record(state.global_step, metrics["eval_loss"])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.best is not None:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(self.best[name])
+            logger.info("kept the adapter of step %d (validation loss %.4f)", self.best_step, self.best_loss)
+
+
+def split_for_validation(dataset, fraction: float, seed: int = 0):
+    """``(train, valid)``: a seeded random ``fraction`` of a ``datasets.Dataset`` held out (at least one row)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"valid fraction must be in (0, 1), got {fraction!r}")
+    n_valid = max(1, round(fraction * len(dataset)))
+    if n_valid >= len(dataset):
+        raise ValueError(f"{len(dataset)} examples cannot spare {n_valid} for validation; pass more data or valid=0")
+    parts = dataset.train_test_split(test_size=n_valid, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def train(
+    model, train_dataset, learning_rate: float, pad_token_id: int | None = None, data_collator=None,
+    eval_dataset=None, **args: Any,
+):
+    """Train ``model`` (a wrapped model: only its adapter is trainable) on ``train_dataset``.
+
+    With ``eval_dataset`` the adapter of the best validation check (the start included) is kept;
+    the returned ``TrainOutput.metrics`` then carry ``best_step`` and ``best_eval_loss``."""
+    if data_collator is None:
+        pad = pad_token_id if pad_token_id is not None else pad_token_id_of(model)
+        data_collator = PaddingCollator(pad_token_id=pad)
+    with tempfile.TemporaryDirectory() as folder, upstream_deprecations_silenced():
+        if eval_dataset is not None:
+            args.setdefault("eval_strategy", "epoch")
+            args.setdefault("per_device_eval_batch_size", args.get("batch_size", 8))
+        training_args = reference_training_args(args.pop("output_dir", folder), learning_rate, **args)
+        trainer = Trainer(
+            model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            data_collator=data_collator,
+        )
+        if eval_dataset is None:
+            return trainer.train()
+        keeper = KeepBestAdapter(model)
+        keeper.record(0, trainer.evaluate()["eval_loss"])
+        trainer.add_callback(keeper)
+        output = trainer.train()
+        output.metrics.update(best_step=keeper.best_step, best_eval_loss=keeper.best_loss, eval_history=keeper.history)
+        return output
+
+
+def pad_token_id_of(model) -> int:
+    """The model's pad token id (else its eos id, else 0): what padding collators need."""
+    config = model.config
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, list):
+            value = value[0]
+        if value is not None:
+            return int(value)
+    return 0

@@ -1,0 +1,46 @@
+"""``import headwise`` is quiet and cheap: no bitsandbytes, no matplotlib, no warnings, little time of its own."""
+
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+import json, sys, time, warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import torch, transformers  # what every user imports anyway
+    start = time.perf_counter()
+    import headwise
+    seconds = time.perf_counter() - start
+    import peft.import_utils, transformers.utils
+print(json.dumps({
+    "seconds": seconds,
+    "modules": sorted(m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("bitsandbytes", "matplotlib")),
+    "warnings": [str(w.message) for w in caught],
+    "bnb_available": [peft.import_utils.is_bnb_available(), transformers.utils.is_bitsandbytes_available()],
+}))
+"""
+
+
+def run_probe(code):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_loads_neither_bitsandbytes_nor_matplotlib_and_says_nothing():
+    result, probe = run_probe(PROBE)
+    assert probe["modules"] == []
+    assert probe["warnings"] == []
+    assert result.stderr == ""
+    # bitsandbytes stays available to whoever uses it: PEFT's and transformers' checks still see it
+    assert probe["bnb_available"] == [True, True]
+
+
+def test_import_time_of_headwise_beyond_torch_and_transformers_is_small():
+    _, probe = run_probe(PROBE)
+    assert probe["seconds"] < 15, f"import headwise took {probe['seconds']:.1f} s on top of torch + transformers"
+
+
+def test_bitsandbytes_is_imported_when_peft_needs_it():
+    code = "import sys, headwise, peft.helpers; peft.helpers.bnb.functional; print('{}'); assert 'bitsandbytes' in sys.modules"
+    run_probe(code)
