@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "HeadSite", "ArchitectureSpec", "UnsupportedArchitectureError", "find_head_sites"]
+__all__ = ["ARCHITECTURES", "HeadSite", "ArchitectureSpec", "UnsupportedArchitectureError", "architectures_table", "find_head_sites"]
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -37,8 +37,23 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "phi3": ArchitectureSpec("model.layers.{layer}.self_attn.o_proj"),
     "gpt2": ArchitectureSpec("transformer.h.{layer}.attn.c_proj", has_output_bias=True),
     "gpt_neox": ArchitectureSpec("gpt_neox.layers.{layer}.attention.dense", bias_flag="attention_bias"),
-    "opt": ArchitectureSpec("model.decoder.layers.{layer}.self_attn.out_proj"),
+    "opt": ArchitectureSpec("model.decoder.layers.{layer}.self_attn.out_proj", has_output_bias=True),
 }
+
+def architectures_table() -> str:
+    """The supported-architectures table of the docs, generated from ``ARCHITECTURES`` (a test keeps
+    README.md and docs/architectures.md equal to it)."""
+    rows = ["| model_type | head outputs enter (hooked, never replaced) | merged LoFiT saves as a plain checkpoint |", "|---|---|---|"]
+    for model_type, spec in ARCHITECTURES.items():
+        if spec.has_output_bias:
+            merge = "yes: the projection has a bias"
+        elif spec.bias_flag:
+            merge = f"yes: merging sets `{spec.bias_flag}=True` (the other projections get zero biases)"
+        else:
+            merge = "in memory only: the projection has no bias option (save the adapter unmerged)"
+        rows.append(f"| {model_type} | `{spec.output.replace('{layer}', '{i}')}` | {merge} |")
+    return "\n".join(rows)
+
 
 # Tried in order for a model_type missing from the table.
 _GENERIC_OUTPUTS = (

@@ -17,6 +17,52 @@ def test_unknown_bundled_model_names_the_choices():
         headwise.load_bundled_model("gpt-7")
 
 
+@pytest.mark.parametrize("name", [
+    "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "huggingfacetb/smollm2-135m-instruct",
+    "/home/someone-else/.cache/headwise/smollm2-135m-instruct",  # an older adapter's record of another machine
+])
+def test_the_bundled_model_answers_to_its_name_its_hub_id_and_foreign_cache_paths(name):
+    from headwise.experiments.bundled import bundled_name_of
+
+    assert bundled_name_of(name) == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-360M-Instruct", "gpt2", None])
+def test_other_names_are_not_the_bundled_model(name):
+    from headwise.experiments.bundled import bundled_name_of
+
+    assert bundled_name_of(name) is None
+
+
+@pytest.mark.slow
+def test_an_adapter_saved_on_one_machine_loads_on_another_offline(smollm2, tmp_path, monkeypatch):
+    """Machine A saves (its cache folder must appear nowhere); machine B, with another cache and no
+    network, loads it by the Hub id it records, which resolves to B's own bundled copy."""
+    from headwise.experiments.bundled import cache_root
+
+    model, tokenizer = smollm2
+    wrapped = headwise.wrap(model, LofitConfig(heads=[(10, 3), (20, 8)], init_std=0.5))
+    wrapped.save_pretrained(tmp_path / "adapter")
+    prompt = tokenizer("Q: What is the capital of France?\nA:", return_tensors="pt")
+    with torch.no_grad():
+        expected = wrapped(**prompt).logits
+    wrapped.unload()
+    config = __import__("json").loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    for saved in (tmp_path / "adapter").iterdir():
+        if saved.suffix in (".json", ".md"):
+            assert str(cache_root()) not in saved.read_text(), saved.name
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "2 of 30 layers x 9 heads: L10.H3, L20.H8" in card
+
+    monkeypatch.setenv("HEADWISE_CACHE", str(tmp_path / "machine-b-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded, loaded_tokenizer = headwise.load_adapter_model(tmp_path / "adapter")
+    assert (tmp_path / "machine-b-cache" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**loaded_tokenizer("Q: What is the capital of France?\nA:", return_tensors="pt")).logits, expected)
+
+
 @pytest.mark.slow
 def test_sites_of_smollm2(smollm2):
     model, _ = smollm2
