@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-import warnings
 
+import headwise  # first: PEFT then comes in without bitsandbytes (transformers' Trainer imports PEFT too)
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-import headwise
 from headwise.experiments.data import QA_TEMPLATE, PaddingCollator, encode_pair
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match
 from lofit import LofitConfig, offset_units_from_data, set_offset_units
@@ -49,7 +48,6 @@ HEADS = [(layer, head) for layer in (8, 11, 14, 17, 20, 23) for head in (0, 4, 8
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT
     torch.manual_seed(0)
     start = time.time()
     model, tokenizer = headwise.load_bundled_model("smollm2-135m-instruct")

@@ -3,8 +3,8 @@
     python examples/lofit_two_phases.py [--task antonym] [--k 0.03]
 
 Phase 1 trains a scale vector on all 270 heads with an L1 penalty and keeps the heads with the
-largest norms; phase 2 trains offset vectors on those heads only. Needs ../shared/data (or
-HEADWISE_DATA) for the task file. Writes out/lofit_heads_<task>.png and out/lofit_<task>/.
+largest norms; phase 2 trains offset vectors on those heads only. Needs the reference data (--data-dir
+../shared/data or $HEADWISE_DATA) for the task file. Writes out/lofit_heads_<task>.png and out/lofit_<task>/.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from lofit import select_heads, train_offsets
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default="antonym")
+    parser.add_argument("--data-dir", help="reference data folder (default: $HEADWISE_DATA), e.g. ../shared/data")
     parser.add_argument("--k", type=float, default=0.03, help="fraction of heads (or a count >= 1)")
     parser.add_argument("--n-train", type=int, default=160)
     args = parser.parse_args()
@@ -28,7 +29,7 @@ def main() -> None:
     k = int(args.k) if args.k >= 1 else args.k
 
     model, tokenizer = headwise.load_bundled_model()
-    task = load_word_pairs(args.task, valid=0, test=100)
+    task = load_word_pairs(args.task, valid=0, test=100, data_dir=args.data_dir)
     data = training_set(tokenizer, task.train[: args.n_train])
     prompts, answers = [few_shot_prompt(p["input"]) for p in task.test], [p["output"] for p in task.test]
     before = first_token_accuracy(model, tokenizer, prompts, answers)

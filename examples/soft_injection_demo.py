@@ -4,7 +4,8 @@
 
 Builds the task embedding from 50 ten-shot prompts, fits the per-head mixing weights on zero-shot
 prompts (keeping the best validation checkpoint), compares 0-shot / 10-shot / injected accuracy on
-held-out items, saves the adapter, and writes the alpha heatmap. Needs ../shared/data (or HEADWISE_DATA).
+held-out items, saves the adapter, and writes the alpha heatmap. Needs the reference data:
+--data-dir ../shared/data or $HEADWISE_DATA.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from soft_injection import alpha_matrix, fit
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default="antonym")
+    parser.add_argument("--data-dir", help="reference data folder (default: $HEADWISE_DATA), e.g. ../shared/data")
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, tokenizer = headwise.load_bundled_model()
-    task = load_word_pairs(args.task, valid=50, test=100, seed=0)
+    task = load_word_pairs(args.task, valid=50, test=100, seed=0, data_dir=args.data_dir)
     answers = [p["output"] for p in task.test]
     zero = [few_shot_prompt(p["input"]) for p in task.test]
     ten = [few_shot_prompt(p["input"], task.train[i * 10 % len(task.train):][:10]) for i, p in enumerate(task.test)]

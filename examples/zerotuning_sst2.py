@@ -4,7 +4,8 @@
 
 Profiles each head index (gamma=2 in every layer) on dev data, tunes the dominant kind, grid-searches
 gamma with labels and, separately, without labels (minimum entropy over the label words), and reports
-label-constrained test accuracy. Needs ../shared/data (or HEADWISE_DATA).
+label-constrained test accuracy. Needs the reference data:
+--data-dir ../shared/data or $HEADWISE_DATA.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accurac
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default="sst2")
+    parser.add_argument("--data-dir", help="reference data folder (default: $HEADWISE_DATA), e.g. ../shared/data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
-    task = load_classification(args.task, n_dev=32, n_test=100)
+    task = load_classification(args.task, n_dev=32, n_test=100, data_dir=args.data_dir)
     dev, test = [task.prompt(r) for r in task.dev], [task.prompt(r) for r in task.test]
     dev_labels, test_labels = [r["label"] for r in task.dev], [r["label"] for r in task.test]
     accuracy = lambda m: label_constrained_accuracy(m, tokenizer, test, test_labels, task.label_words)  # noqa: E731

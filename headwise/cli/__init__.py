@@ -1,4 +1,4 @@
-"""The ``headwise`` command: train, evaluate, merge and inspect head-level adapters from the shell.
+"""The headwise command: train, evaluate, merge and inspect head-level adapters from the shell.
 
     headwise train lofit|soft-injection|zerotuning --model NAME_OR_PATH --data SOURCE --out DIR [options]
     headwise eval DIR --data SOURCE             accuracy of a saved adapter (and of its base with --baseline)
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import evaluate, inspect, merge, train
 
     parser = argparse.ArgumentParser(
-        prog="headwise", description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+        prog="headwise", description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quiet", action="store_true", help="only results and errors (no progress logging)")
