@@ -44,3 +44,22 @@ def test_import_time_of_headwise_beyond_torch_and_transformers_is_small():
 def test_bitsandbytes_is_imported_when_peft_needs_it():
     code = "import sys, headwise, peft.helpers; peft.helpers.bnb.functional; print('{}'); assert 'bitsandbytes' in sys.modules"
     run_probe(code)
+
+
+def test_the_experiment_kits_old_module_names_still_import_with_a_warning():
+    import importlib
+    import warnings
+
+    import headwise
+    from headwise._deprecated import MOVED_MODULES
+
+    for old, new in MOVED_MODULES.items():
+        sys.modules.pop(f"headwise.{old}", None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(f"headwise.{old}")
+        assert module is importlib.import_module(new)
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert headwise.models.load_bundled_model is headwise.load_bundled_model
