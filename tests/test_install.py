@@ -4,6 +4,7 @@ repository, runs the README quickstart and the ``headwise`` command from another
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -39,8 +40,11 @@ except ValueError as error:
 def installed(tmp_path_factory):
     """A venv with only the wheel's files of its own; every dependency comes from the test venv."""
     root = tmp_path_factory.mktemp("install")
+    source = root / "source"  # a copy: building in the checkout would leave build/ there (and reuse stale files)
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "out"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "-w", str(root / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)
+                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True, timeout=600)
     wheel = next((root / "dist").glob("headwise-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
