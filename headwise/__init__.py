@@ -10,7 +10,7 @@ from .heads import group_by_layer, resolve_heads
 from .hub import push_to_hub
 from .model import from_pretrained, get_adapter_model, trainable_parameters, wrap
 from .experiments.bundled import load_adapter_model, load_base_model, load_bundled_model
-from .registry import HeadPeftType, import_builtin_methods, register_method
+from .registry import HeadPeftType, MethodName, import_builtin_methods, register_method, registered_methods
 from .sites import ARCHITECTURES, HeadSite, UnsupportedArchitectureError, find_head_sites
 from .version import __version__
 
@@ -22,6 +22,7 @@ __all__ = [
     "AdapterShapeError",
     "HeadPeftType",
     "HeadSite",
+    "MethodName",
     "UnsupportedArchitectureError",
     "__version__",
     "find_head_sites",
@@ -33,6 +34,7 @@ __all__ = [
     "load_bundled_model",
     "push_to_hub",
     "register_method",
+    "registered_methods",
     "resolve_heads",
     "trainable_parameters",
     "wrap",

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Union
 from peft import PeftConfig
 
 from .heads import HeadList, resolve_heads
-from .registry import HeadPeftType
+from .registry import MethodName
 from .version import __version__
 
 __all__ = ["AdapterConfig", "AdapterShapeError"]
@@ -24,11 +24,11 @@ class AdapterShapeError(ValueError):
 class AdapterConfig(PeftConfig):
     """Fields shared by all head-level adapters.
 
-    Subclasses set ``method`` to their :class:`HeadPeftType`. The model-shape fields are filled in
+    ``method`` (the method's name) is set by ``headwise.register_method``. The model-shape fields are filled in
     when the adapter is first attached and checked on every later attach (e.g. when loading).
     """
 
-    method: ClassVar[HeadPeftType]
+    method: ClassVar[MethodName]
 
     heads: HeadsSpec = field(
         default="all",
@@ -60,6 +60,9 @@ class AdapterConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if getattr(type(self), "method", None) is None:
+            raise TypeError(f"{type(self).__name__} is not registered: call headwise.register_method(name, "
+                            f"{type(self).__name__}, YourTuner) before making configs")
         self.peft_type = self.method
         if self.task_type is None:
             self.task_type = "CAUSAL_LM"

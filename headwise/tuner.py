@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 class HeadTuner(BaseTuner):
-    """Subclasses set ``tuner_layer_cls`` (their :class:`HeadLayer`); ``prefix`` is set at registration."""
+    """Subclasses declare ``prefix`` (their parameters' name prefix, e.g. "lofit_") and ``tuner_layer_cls``
+    (their :class:`HeadLayer`); ``headwise.register_method`` checks both."""
 
     prefix: str = "headwise_"
     tuner_layer_cls: type[HeadLayer] = HeadLayer

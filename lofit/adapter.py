@@ -137,6 +137,7 @@ class LofitLayer(HeadLayer):
 class LofitModel(HeadTuner):
     """PEFT tuner for LoFiT; use ``headwise.wrap(model, LofitConfig(...))`` or ``peft.get_peft_model``."""
 
+    prefix = "lofit_"
     tuner_layer_cls = LofitLayer
 
     def after_merge(self, model: nn.Module, holders: list[HeadLayer], sites) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from headwise.config import AdapterConfig
-from headwise.registry import HeadPeftType
 
 __all__ = ["LofitConfig"]
 
@@ -17,8 +16,6 @@ class LofitConfig(AdapterConfig):
     Phase 1 (head selection) uses ``heads='all', use_scale=True, use_offset=False, l1_lambda>0``;
     phase 2 uses the selected heads with offsets only (the defaults).
     """
-
-    method = HeadPeftType.LOFIT
 
     use_offset: bool = field(default=True, metadata={"help": "Train an offset vector v per head."})
     use_scale: bool = field(default=False, metadata={"help": "Train a scale vector A per head: z <- (1 + A) * z."})

@@ -97,4 +97,5 @@ class SoftInjectionLayer(HeadLayer):
 class SoftInjectionModel(HeadTuner):
     """PEFT tuner for soft injection; build it with ``soft_injection.inject`` or ``soft_injection.fit``."""
 
+    prefix = "soft_injection_"
     tuner_layer_cls = SoftInjectionLayer

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from headwise.config import AdapterConfig
 from headwise.experiments.data import QA_TEMPLATE
-from headwise.registry import HeadPeftType
 
 __all__ = ["SoftInjectionConfig"]
 
@@ -18,8 +17,6 @@ class SoftInjectionConfig(AdapterConfig):
 
     ``template`` is the prompt format used to extract the embedding; inject with the same one.
     """
-
-    method = HeadPeftType.SOFT_INJECTION
 
     template: str = field(default=QA_TEMPLATE, metadata={"help": "Prompt template with '{input}' (extraction and use)."})
     init_theta: float = field(default=0.0, metadata={"help": "Initial theta: 0 gives alpha = 0.5."})

@@ -17,7 +17,7 @@ def test_lofit_is_in_all_peft_tables():
     assert LofitModel.prefix == "lofit_"
 
 
-def test_peft_type_is_a_str_enum_that_plain_strings_find():
+def test_peft_type_is_a_str_that_plain_strings_find():
     assert HeadPeftType.LOFIT.value.lower() == "lofit"  # what transformers calls
     assert mapping.PEFT_TYPE_TO_CONFIG_MAPPING["LOFIT"] is LofitConfig  # what a loaded JSON holds
 
@@ -35,8 +35,12 @@ def test_config_json_round_trip(tmp_path):
 def test_registering_twice_with_other_classes_is_refused():
     import pytest
 
-    with pytest.raises(KeyError):
-        headwise.register_method(HeadPeftType.LOFIT, PeftConfig, LofitModel)
+    class OtherConfig(LofitConfig):
+        pass
+
+    with pytest.raises(KeyError, match="already registered with LofitConfig"):
+        headwise.register_method(HeadPeftType.LOFIT, OtherConfig, LofitModel)
+    assert mapping.PEFT_TYPE_TO_CONFIG_MAPPING["LOFIT"] is LofitConfig
 
 
 def test_peft_version_is_in_the_tested_range():

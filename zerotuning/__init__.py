@@ -1,6 +1,6 @@
 """ZeroTuning: initial-token attention scaling per head (Han et al., 2025)."""
 
-from headwise.registry import HeadPeftType, register_method
+from headwise.registry import register_method
 
 from .adapter import ZeroTuningLayer, ZeroTuningModel
 from .calibrate import (
@@ -8,7 +8,7 @@ from .calibrate import (
 )
 from .config import ZeroTuningConfig
 
-register_method(HeadPeftType.ZEROTUNING, ZeroTuningConfig, ZeroTuningModel)
+register_method("ZEROTUNING", ZeroTuningConfig, ZeroTuningModel)
 
 __all__ = [
     "DEFAULT_GAMMAS", "HeadProfile", "ZeroTuningConfig", "ZeroTuningLayer", "ZeroTuningModel", "calibrate",

@@ -104,6 +104,7 @@ class ZeroTuningLayer(HeadLayer):
 class ZeroTuningModel(HeadTuner):
     """PEFT tuner for ZeroTuning; ``headwise.wrap(model, ZeroTuningConfig(...))``."""
 
+    prefix = "zerotuning_"
     tuner_layer_cls = ZeroTuningLayer
 
     def check_sites(self, config: ZeroTuningConfig, sites: list[HeadSite]) -> None:

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 from headwise.config import AdapterConfig
-from headwise.registry import HeadPeftType
 
 __all__ = ["ZeroTuningConfig"]
 
@@ -17,8 +16,6 @@ class ZeroTuningConfig(AdapterConfig):
     gamma and renormalise, i.e. add ``ln gamma`` to that key's pre-softmax logit, at every forward and
     every decoding step. Works with the ``eager`` and ``sdpa`` attention implementations.
     """
-
-    method = HeadPeftType.ZEROTUNING
 
     gamma: float = field(default=1.0, metadata={"help": "Initial gamma of every chosen head (> 0; 1 = no change)."})
 

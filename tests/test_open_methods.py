@@ -1,0 +1,143 @@
+"""The method API is open: a method defined here, outside ``headwise/``, registers through the same
+public call as the built-ins, then wraps, trains, saves, reloads (headwise and PEFT) and unloads."""
+
+from dataclasses import dataclass, field
+
+import peft
+import pytest
+import torch
+from torch import nn
+
+import headwise
+from headwise import AdapterConfig, register_method
+from headwise.adapter import HeadLayer
+from headwise.tuner import HeadTuner
+from tiny_models import tiny_model
+
+
+class GainLayer(HeadLayer):
+    """z_h <- g_h * z_h: one scalar per chosen head."""
+
+    adapter_layer_names = ("toygain_gain",)
+
+    def __init__(self, site):
+        super().__init__(site)
+        self.toygain_gain = nn.ParameterDict()
+
+    def create_parameters(self, adapter_name, num_selected, config):
+        self.toygain_gain[adapter_name] = nn.Parameter(torch.full((num_selected, 1), config.gain, device=self._device()))
+
+    def edit_heads(self, heads, adapter_name):
+        return heads * self.full_head_tensor(self.toygain_gain[adapter_name], adapter_name, fill=1.0)
+
+
+class GainModel(HeadTuner):
+    prefix = "toygain_"
+    tuner_layer_cls = GainLayer
+
+
+@dataclass
+class GainConfig(AdapterConfig):
+    gain: float = field(default=1.0, metadata={"help": "initial gain of every chosen head"})
+
+
+TOY = register_method("toy_gain", GainConfig, GainModel)
+
+
+def reference_logits(model, heads, gain, ids):
+    """From scratch: multiply the chosen heads' slices of each o_proj input by ``gain``."""
+    handles = []
+    for layer_index, layer in enumerate(model.model.layers):
+        chosen = [h for l, h in heads if l == layer_index]
+
+        def hook(module, args, chosen=chosen):
+            x = args[0].clone()
+            d = x.shape[-1] // model.config.num_attention_heads
+            for h in chosen:
+                x[..., h * d:(h + 1) * d] *= gain
+            return (x,)
+
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            return model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_the_toy_method_is_known_to_peft_and_to_headwise():
+    assert TOY == "TOY_GAIN" and TOY.value.lower() == "toy_gain"
+    assert peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING["TOY_GAIN"] is GainConfig
+    assert peft.mapping.PEFT_TYPE_TO_PREFIX_MAPPING["TOY_GAIN"] == "toygain_"
+    assert headwise.registry.registered_methods()[TOY] == (GainConfig, GainModel)
+    assert register_method("toy_gain", GainConfig, GainModel) == TOY  # registering again is a no-op
+
+
+def test_the_toy_method_wraps_saves_reloads_and_unloads(tmp_path):
+    heads = [(0, 1), (2, 3)]
+    base = tiny_model("llama")
+    ids = torch.tensor([[3, 9, 17, 40, 5]])
+    with torch.no_grad():
+        bare = base(ids).logits
+    expected = reference_logits(base, heads, 0.25, ids)
+    model = headwise.wrap(base, GainConfig(heads=heads, gain=0.25))
+    assert headwise.trainable_parameters(model)["trainable"] == 2
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, expected)
+    model.save_pretrained(tmp_path)
+    assert "TOY_GAIN adapter" in (tmp_path / "README.md").read_text()
+
+    for load in (lambda b: headwise.from_pretrained(b, str(tmp_path)), lambda b: peft.PeftModel.from_pretrained(b, str(tmp_path))):
+        reloaded = load(tiny_model("llama"))
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(ids).logits, expected)
+    restored = model.unload()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids).logits, bare)
+
+
+def test_the_toy_method_trains():
+    model = headwise.wrap(tiny_model("llama"), GainConfig(heads=[(1, 0), (1, 2)]))
+    ids = torch.tensor([[3, 9, 17, 40, 5, 8, 11]])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    losses = []
+    for _ in range(20):
+        loss = model(input_ids=ids, labels=ids).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name, tuner_attributes, message", [
+    ("lora", {"prefix": "x_"}, "one of PEFT's own method names"),
+    ("9lives", {"prefix": "x_"}, "letters, digits"),
+    ("no_prefix", {}, "must declare its own parameter prefix"),
+    ("bad_prefix", {"prefix": "Bad"}, "must declare its own parameter prefix"),
+    ("wrong_prefix", {"prefix": "other_"}, "must start with 'other_'"),
+    ("clash", {"prefix": "lofit_"}, "collides with LOFIT"),
+])
+def test_registration_checks_everything_before_changing_a_table(name, tuner_attributes, message):
+    tuner = type("BadTuner", (HeadTuner,), {"tuner_layer_cls": GainLayer, **tuner_attributes})
+    before = dict(peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING)
+    with pytest.raises(ValueError, match=message):
+        register_method(name, GainConfig, tuner)
+    assert peft.mapping.PEFT_TYPE_TO_CONFIG_MAPPING == before
+
+
+def test_registration_refuses_classes_of_the_wrong_kind():
+    with pytest.raises(TypeError, match="AdapterConfig"):
+        register_method("toy_other", peft.LoraConfig, GainModel)
+    with pytest.raises(TypeError, match="HeadTuner"):
+        register_method("toy_other", GainConfig, nn.Module)
+
+
+def test_a_config_of_an_unregistered_method_says_to_register_it():
+    @dataclass
+    class Unregistered(AdapterConfig):
+        pass
+
+    with pytest.raises(TypeError, match="register_method"):
+        Unregistered()
