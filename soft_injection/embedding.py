@@ -32,21 +32,23 @@ def extraction_prompts(
 @torch.no_grad()
 def extract_task_embedding(
     model, tokenizer, examples: Sequence[dict], n_prompts: int = 50, n_shots: int = 10,
-    template: str = QA_TEMPLATE, batch_size: int = 8, seed: int = 0,
+    template: str = QA_TEMPLATE, batch_size: int = 8, seed: int = 0, site_template: str | None = None,
 ) -> torch.Tensor:
     """(L, H, head_dim) fp32 mean of the head outputs (o_proj input) at the last prompt token.
 
     Every adapter of a wrapped model is off during extraction. Prompts are batched with left padding.
+    ``site_template``: where the head outputs are, for a model outside the architecture table (the
+    same value the injecting ``SoftInjectionConfig`` carries).
     """
     prompts = extraction_prompts(examples, n_prompts, n_shots, template, seed)
-    sites = find_head_sites(model)
+    sites = find_head_sites(model, site_template)
     sums = torch.zeros(len(sites), sites[0].num_heads * sites[0].head_dim, dtype=torch.float64)
     device = next(model.parameters()).device
 
     def capture(layer, x):
         sums[layer] += x[:, -1].double().sum(0).cpu()
 
-    with capturing_head_inputs(model, capture):
+    with capturing_head_inputs(model, capture, site_template):
         for start in progress(range(0, len(prompts), batch_size), "task embedding"):
             model(**left_padded_batch(tokenizer, prompts[start:start + batch_size], device))
     return (sums / len(prompts)).float().view(len(sites), sites[0].num_heads, sites[0].head_dim)

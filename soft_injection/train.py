@@ -171,7 +171,8 @@ def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Se
     valid_examples = list(valid_examples)[:n_valid]
     if embedding is None:
         embedding = extract_task_embedding(
-            model, tokenizer, train_examples, config.n_prompts, config.n_shots, config.template, seed=seed
+            model, tokenizer, train_examples, config.n_prompts, config.n_shots, config.template, seed=seed,
+            site_template=config.site_template,
         )
     model = inject(model, embedding, config, adapter_name)
     model.eval()  # no dropout: the base is frozen, only theta learns

@@ -53,6 +53,25 @@ def test_extraction_equals_a_hand_computed_mean():
     assert hook_count(model) == 0
 
 
+def test_extraction_reads_the_heads_where_site_template_says():
+    """A template names another module of the same width (here q_proj's input, the normed hidden
+    state): extraction must read there, as the injecting config would edit there."""
+    model = tiny_model("llama")
+    template = "model.layers.{layer}.self_attn.q_proj"
+    embedding = extract_task_embedding(model, TOK, EXAMPLES, n_prompts=4, n_shots=2, seed=2, site_template=template)
+    captured, handles = {}, []
+    for layer, block in enumerate(model.model.layers):
+        handles.append(block.self_attn.q_proj.register_forward_pre_hook(lambda m, a, l=layer: captured.setdefault(l, []).append(a[0][0, -1].detach().clone())))
+    with torch.no_grad():
+        for prompt in extraction_prompts(EXAMPLES, 4, 2, seed=2):
+            model(**TOK(prompt, return_tensors="pt", add_special_tokens=False))
+    for handle in handles:
+        handle.remove()
+    for layer in range(3):
+        assert torch.allclose(embedding[layer].flatten(), torch.stack(captured[layer]).mean(0), atol=1e-5)
+    assert not torch.allclose(embedding, extract_task_embedding(model, TOK, EXAMPLES, n_prompts=4, n_shots=2, seed=2))
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen3"])
 def test_alpha_one_replaces_only_the_last_token_of_each_row(arch):
     base = tiny_model(arch)
