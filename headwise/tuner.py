@@ -8,7 +8,7 @@ activations through hooks. ``unload()`` detaches every hook and removes every ho
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
@@ -102,6 +102,43 @@ class HeadTuner(BaseTuner):
 
     def holders(self) -> list[HeadLayer]:
         return [m for m in self.model.modules() if isinstance(m, self.tuner_layer_cls)]
+
+    # -- per-head read / write: one walk over the holders for every method's helpers ------------
+    def holders_of(self, adapter_name: str) -> list[HeadLayer]:
+        """The holders that carry ``adapter_name``, or a ValueError naming the adapters there are."""
+        holders = [h for h in self.holders() if adapter_name in h.head_index]
+        if not holders:
+            raise ValueError(
+                f"no {self.prefix.rstrip('_')} adapter named {adapter_name!r} in this model "
+                f"(it has {sorted(self.peft_config)})"
+            )
+        return holders
+
+    def read_heads(self, adapter_name: str, rows: Callable[[HeadLayer], torch.Tensor], fill: float = 0.0) -> torch.Tensor:
+        """An (L, H, ...) CPU tensor: ``rows(holder)`` gives each holder's (n_selected, ...) values, put at
+        its heads; ``fill`` elsewhere."""
+        holders = self.holders_of(adapter_name)
+        config = self.peft_config[adapter_name]
+        with torch.no_grad():
+            parts = [(h, rows(h).detach().float().cpu()) for h in holders]
+        out = torch.full((config.num_layers, config.num_heads, *parts[0][1].shape[1:]), fill)
+        for holder, values in parts:
+            out[holder.site.layer, holder.head_index[adapter_name].cpu()] = values
+        return out
+
+    def write_heads(self, adapter_name: str, values: torch.Tensor, write: Callable[[HeadLayer, torch.Tensor], None]) -> None:
+        """Hand each holder its heads' rows of an (L, H, ...) tensor: ``write(holder, rows)`` with rows
+        (n_selected, ...) on the holder's device. The shape is checked before anything is written."""
+        holders = self.holders_of(adapter_name)
+        config = self.peft_config[adapter_name]
+        if tuple(values.shape[:2]) != (config.num_layers, config.num_heads):
+            raise ValueError(
+                f"per-head values have shape {tuple(values.shape)}; this adapter needs (layers, heads, ...)="
+                f"({config.num_layers}, {config.num_heads}, ...)"
+            )
+        for holder in holders:
+            index = holder.head_index[adapter_name]
+            write(holder, values[holder.site.layer].to(index.device)[index])
 
     def _named_holders(self) -> list[tuple[nn.Module, str, HeadLayer]]:
         out = []

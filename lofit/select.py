@@ -48,14 +48,9 @@ class HeadSelection:
 
 def scale_norms(model, adapter_name: str) -> torch.Tensor:
     """(L, H) matrix of ||A||_2 read from a model wrapped with ``use_scale=True``."""
-    holders = [m for m in model.modules() if isinstance(m, LofitLayer) and adapter_name in m.lofit_scale]
-    if not holders:
+    if adapter_name not in getattr(model, "peft_config", {}) or not model.peft_config[adapter_name].use_scale:
         raise ValueError(f"no LoFiT scale vectors named {adapter_name!r} in this model")
-    scores = torch.zeros(model.peft_config[adapter_name].num_layers, holders[0].num_heads)
-    for holder in holders:
-        norms = holder.lofit_scale[adapter_name].detach().float().norm(dim=-1).cpu()
-        scores[holder.site.layer, holder.head_index[adapter_name].cpu()] = norms
-    return scores
+    return model.base_model.read_heads(adapter_name, lambda holder: holder.lofit_scale[adapter_name].norm(dim=-1))
 
 
 def select_heads(

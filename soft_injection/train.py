@@ -21,7 +21,7 @@ import headwise
 from headwise.experiments.data import IGNORE_INDEX, encode_pair, few_shot_prompt, left_padded_batch
 from headwise.experiments.evaluate import first_answer_token
 
-from .adapter import SoftInjectionLayer
+from .adapter import SoftInjectionLayer, SoftInjectionModel
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding
 from headwise.progress import progress
@@ -42,15 +42,14 @@ class FitHistory:
 
 
 def _holders(model, adapter_name: str) -> list[SoftInjectionLayer]:
-    holders = [m for m in model.modules() if isinstance(m, SoftInjectionLayer) and adapter_name in m.head_index]
-    if not holders:
+    if not isinstance(getattr(model, "base_model", None), SoftInjectionModel):
         raise ValueError(f"the model has no soft-injection adapter named {adapter_name!r}")
-    return holders
+    return model.base_model.holders_of(adapter_name)
 
 
 def set_task_embedding(model, embedding: torch.Tensor, adapter_name: str = "default") -> None:
     """Load an (L, H, head_dim) task embedding into a wrapped model's soft-injection adapter."""
-    holders = _holders(model, adapter_name)
+    _holders(model, adapter_name)
     config = model.peft_config[adapter_name]
     expected = (config.num_layers, config.num_heads, config.head_dim)
     if not isinstance(embedding, torch.Tensor):
@@ -59,10 +58,11 @@ def set_task_embedding(model, embedding: torch.Tensor, adapter_name: str = "defa
         raise ValueError(f"task embedding has shape {tuple(embedding.shape)}; this model needs (layers, heads, head_dim)={expected}")
     if not embedding.is_floating_point() or not torch.isfinite(embedding).all():
         raise ValueError("the task embedding must hold finite floats (it has NaN / inf, or is not a float tensor)")
-    for holder in holders:
-        index = holder.head_index[adapter_name]
-        rows = embedding[holder.site.layer].to(index.device)[index]
+
+    def store(holder, rows):
         holder.soft_injection_embedding[adapter_name] = rows.float().clone()
+
+    model.base_model.write_heads(adapter_name, embedding, store)
 
 
 def inject(model, embedding: torch.Tensor, config: SoftInjectionConfig | None = None, adapter_name: str = "default"):
@@ -79,13 +79,8 @@ def inject(model, embedding: torch.Tensor, config: SoftInjectionConfig | None = 
 
 def alpha_matrix(model, adapter_name: str = "default") -> torch.Tensor:
     """(L, H) alpha = sigmoid(theta) of a wrapped model (0 where a head is not injected)."""
-    holders = _holders(model, adapter_name)
-    config = model.peft_config[adapter_name]
-    out = torch.zeros(config.num_layers, config.num_heads)
-    with torch.no_grad():
-        for holder in holders:
-            out[holder.site.layer] = holder.alpha(adapter_name).cpu()
-    return out
+    _holders(model, adapter_name)
+    return model.base_model.read_heads(adapter_name, lambda holder: torch.sigmoid(holder.soft_injection_theta[adapter_name]))
 
 
 def first_token_loss(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:

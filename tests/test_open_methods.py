@@ -141,3 +141,19 @@ def test_a_config_of_an_unregistered_method_says_to_register_it():
 
     with pytest.raises(TypeError, match="register_method"):
         Unregistered()
+
+
+def test_per_head_read_and_write_helpers_work_for_any_method():
+    model = headwise.wrap(tiny_model("llama"), GainConfig(heads=[(0, 1), (2, 3), (2, 0)], gain=0.5))
+    tuner = model.base_model
+    gains = tuner.read_heads("default", lambda holder: holder.toygain_gain["default"], fill=float("nan"))
+    assert gains.shape == (3, 4, 1)
+    assert torch.equal(gains.isnan().squeeze(-1), torch.tensor([[1, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0]], dtype=torch.bool))
+    assert gains[0, 1].item() == gains[2, 3].item() == 0.5
+    wanted = torch.arange(12, dtype=torch.float32).view(3, 4, 1)
+    tuner.write_heads("default", wanted, lambda holder, rows: holder.toygain_gain["default"].data.copy_(rows))
+    assert torch.equal(tuner.read_heads("default", lambda holder: holder.toygain_gain["default"])[[0, 2, 2], [1, 3, 0]], wanted[[0, 2, 2], [1, 3, 0]])
+    with pytest.raises(ValueError, match=r"\(layers, heads, ...\)=\(3, 4, ...\)"):
+        tuner.write_heads("default", torch.zeros(4, 3, 1), lambda holder, rows: None)
+    with pytest.raises(ValueError, match="no toygain adapter named 'other'"):
+        tuner.read_heads("other", lambda holder: holder.toygain_gain["other"])

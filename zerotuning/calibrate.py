@@ -20,7 +20,7 @@ from headwise.experiments.data import left_padded_batch
 from headwise.experiments.evaluate import label_logprobs
 from headwise.heads import HeadList
 
-from .adapter import ZeroTuningLayer
+from .adapter import ZeroTuningLayer, ZeroTuningModel
 from headwise.progress import progress
 
 __all__ = [
@@ -35,10 +35,10 @@ Score = Callable[[torch.nn.Module], float]
 
 
 def _holders(model, adapter_name: str) -> list[ZeroTuningLayer]:
-    holders = [m for m in model.modules() if isinstance(m, ZeroTuningLayer) and adapter_name in m.head_index]
-    if not holders:
+    tuner = getattr(model, "base_model", None)
+    if not isinstance(tuner, ZeroTuningModel) or adapter_name not in tuner.peft_config:
         raise ValueError(f"the model has no ZeroTuning adapter named {adapter_name!r}: wrap it with ZeroTuningConfig first")
-    return holders
+    return tuner.holders_of(adapter_name)
 
 
 @torch.no_grad()
@@ -62,13 +62,11 @@ def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: 
                 f"heads {unknown[:5]} are not in the ZeroTuning adapter {adapter_name!r}; wrap with "
                 "ZeroTuningConfig(heads=[...]) that includes them (or heads='all')"
             )
-    for holder in holders:
-        heads = holder.head_index[adapter_name].tolist()
-        if isinstance(gamma, dict):
-            row = [math.log(gamma.get((holder.site.layer, h), 1.0)) for h in heads]
-        else:
-            row = [math.log(gamma)] * len(heads)
-        holder.zerotuning_log_gamma[adapter_name].copy_(torch.tensor(row))
+    config = model.peft_config[adapter_name]
+    log_gamma = torch.full((config.num_layers, config.num_heads), 0.0 if isinstance(gamma, dict) else math.log(gamma))
+    for (layer, head), value in (gamma.items() if isinstance(gamma, dict) else ()):
+        log_gamma[layer, head] = math.log(value)
+    model.base_model.write_heads(adapter_name, log_gamma, lambda holder, rows: holder.zerotuning_log_gamma[adapter_name].copy_(rows))
 
 
 @dataclass
