@@ -20,6 +20,7 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .calls import AttentionCall, read_attention_call
 from .sites import HeadSite
 
 __all__ = ["HeadLayer"]
@@ -41,12 +42,25 @@ def _is_plain_projection(module: nn.Module) -> bool:
     return (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D") and type(module.weight) is nn.Parameter
 
 
+HOOKS = ("attention_call", "head_outputs")
+
+
 class HeadLayer(nn.Module, BaseTunerLayer):
-    """Base holder. Subclasses declare ``adapter_layer_names`` and implement ``update_layer`` and
-    ``edit_heads``; hooks must be pure functions of their inputs and the parameters (activation
-    checkpointing re-runs them)."""
+    """Base holder. Subclasses declare ``adapter_layer_names`` and the ``hooks`` they need, and
+    implement ``create_parameters`` and ``edit_heads`` (for ``"head_outputs"``) and / or
+    ``on_attention_call`` (for ``"attention_call"``). The base attaches and detaches the hooks; they
+    must be pure functions of their inputs and the parameters (activation checkpointing re-runs them).
+
+    - ``"attention_call"``: a pre-hook of the attention module reads the call once
+      (:class:`headwise.calls.AttentionCall`: hidden states, mask, cached length), keeps it as
+      ``self.call`` for the rest of the call, and passes it to ``on_attention_call``, which may return
+      new ``(args, kwargs)`` for the attention module.
+    - ``"head_outputs"``: the output projection's input, viewed as ``(B, T, H, d)``, goes through
+      ``edit_heads`` for every applied adapter.
+    """
 
     other_param_names: tuple[str, ...] = ("head_index",)
+    hooks: tuple[str, ...] = ("head_outputs",)
 
     def __init__(self, site: HeadSite) -> None:
         nn.Module.__init__(self)
@@ -60,16 +74,33 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = "default"
         self.merged_adapters: list[str] = []
         self._hook_handles: list[Any] = []
+        self.call: AttentionCall | None = None  # the attention call in progress (with the "attention_call" hook)
 
     # -- attach / detach ------------------------------------------------------------------------
     def attach(self) -> None:
-        """Register this holder's hooks on the model."""
+        """Register the hooks this holder declares (``hooks``) on the model."""
         if self._hook_handles:
             raise RuntimeError(f"the {type(self).__name__} of layer {self.site.layer} is already attached")
-        output = self.site.output
-        self._hook_handles.append(output.register_forward_pre_hook(self._edit_output_input))
-        if _is_plain_projection(output):
-            self._hook_handles.append(output.register_forward_hook(self._recompute_low_precision_output))
+        unknown = sorted(set(self.hooks) - set(HOOKS))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} declares unknown hooks {unknown}; headwise has {list(HOOKS)}")
+        if "attention_call" in self.hooks:
+            self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._read_call, with_kwargs=True))
+        if "head_outputs" in self.hooks:
+            output = self.site.output
+            self._hook_handles.append(output.register_forward_pre_hook(self._edit_output_input))
+            if _is_plain_projection(output):
+                self._hook_handles.append(output.register_forward_hook(self._recompute_low_precision_output))
+
+    def _read_call(self, module: nn.Module, args: tuple, kwargs: dict):
+        # Read afresh at every attention call from its own arguments, so a re-run (activation
+        # checkpointing) sees the same call.
+        self.call = read_attention_call(self.site.layer, args, kwargs)
+        return self.on_attention_call(self.call, args, kwargs)
+
+    def on_attention_call(self, call: AttentionCall, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """With the ``"attention_call"`` hook: act on the attention module's arguments (None: leave them)."""
+        return None
 
     def detach(self) -> None:
         """Remove every hook this holder registered."""

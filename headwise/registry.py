@@ -64,6 +64,11 @@ def _check(name: str, config_cls: type, tuner_cls: type) -> MethodName:
         raise TypeError(f"config_cls must subclass headwise.AdapterConfig, got {config_cls!r}")
     if not (isinstance(tuner_cls, type) and issubclass(tuner_cls, HeadTuner)):
         raise TypeError(f"tuner_cls must subclass headwise.tuner.HeadTuner, got {tuner_cls!r}")
+    from .adapter import HOOKS
+
+    unknown_hooks = sorted(set(tuner_cls.tuner_layer_cls.hooks) - set(HOOKS))
+    if unknown_hooks or not tuner_cls.tuner_layer_cls.hooks:
+        raise ValueError(f"{tuner_cls.tuner_layer_cls.__name__}.hooks must name some of {list(HOOKS)}, got {tuner_cls.tuner_layer_cls.hooks}")
     prefix = tuner_cls.__dict__.get("prefix")
     if not isinstance(prefix, str) or not _PREFIX.match(prefix):
         raise ValueError(

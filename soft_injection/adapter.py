@@ -14,6 +14,7 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
+from headwise.calls import read_attention_call
 from headwise.tuner import HeadTuner
 
 from .config import SoftInjectionConfig
@@ -33,35 +34,23 @@ def last_real_positions(mask: torch.Tensor | None, length: int) -> torch.Tensor 
 
 def is_prefill(layer: int, args: tuple, kwargs: dict) -> bool:
     """True when this attention call has no past keys/values for its layer (prefill, or no cache)."""
-    cache = kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("layer_past")))
-    if cache is None:
-        cache = next((a for a in args[1:] if hasattr(a, "get_seq_length")), None)
-    if cache is None or not hasattr(cache, "get_seq_length"):
-        return True
-    return cache.get_seq_length(layer) == 0
+    return read_attention_call(layer, args, kwargs).is_prefill
 
 
 class SoftInjectionLayer(HeadLayer):
     adapter_layer_names = ("soft_injection_theta",)
     other_param_names = ("head_index", "soft_injection_embedding")
+    hooks = ("attention_call", "head_outputs")  # the call says whether this is the prefill, and where rows end
 
     def __init__(self, site) -> None:
         super().__init__(site)
         self.soft_injection_theta = nn.ParameterDict()  # adapter -> (n_selected,) fp32
         self.soft_injection_embedding = BufferDict({}, persistent=True)  # adapter -> (n_selected, d) fp32
-        self._in_prefill = True  # set by the attention pre-hook of the call in progress
         self._last_positions: torch.Tensor | None = None  # (B,) last real token per row, or None = position -1
 
-    def attach(self) -> None:
-        super().attach()
-        self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._note_pass, with_kwargs=True))
-
-    def _note_pass(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        # Decided afresh at every attention call from its own arguments, so a re-run (activation
-        # checkpointing) decides the same way.
-        self._in_prefill = is_prefill(self.site.layer, args, kwargs)
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        self._last_positions = last_real_positions(kwargs.get("attention_mask"), hidden.shape[1]) if self._in_prefill else None
+    def on_attention_call(self, call, args, kwargs):
+        self._last_positions = last_real_positions(call.attention_mask, call.q_len) if call.is_prefill else None
+        return None
 
     @classmethod
     def state_names(cls, config: SoftInjectionConfig) -> tuple[set[str], set[str]]:
@@ -80,7 +69,7 @@ class SoftInjectionLayer(HeadLayer):
         return self.full_head_tensor(torch.sigmoid(self.soft_injection_theta[adapter_name]), adapter_name, fill=0.0)
 
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        if not self._in_prefill:
+        if self.call is not None and not self.call.is_prefill:
             return heads
         alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
         task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)

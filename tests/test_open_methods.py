@@ -157,3 +157,56 @@ def test_per_head_read_and_write_helpers_work_for_any_method():
         tuner.write_heads("default", torch.zeros(4, 3, 1), lambda holder, rows: None)
     with pytest.raises(ValueError, match="no toygain adapter named 'other'"):
         tuner.read_heads("other", lambda holder: holder.toygain_gain["other"])
+
+
+class RecorderLayer(HeadLayer):
+    """Declares only the attention-call hook and records what the base read from each call."""
+
+    adapter_layer_names = ("toyrec_unused",)
+    hooks = ("attention_call",)
+
+    def __init__(self, site):
+        super().__init__(site)
+        self.toyrec_unused = nn.ParameterDict()
+        self.seen = []
+
+    def create_parameters(self, adapter_name, num_selected, config):
+        self.toyrec_unused[adapter_name] = nn.Parameter(torch.zeros(num_selected, device=self._device()))
+
+    def on_attention_call(self, call, args, kwargs):
+        self.seen.append((call.past_length, call.q_len, call.is_prefill))
+        return None
+
+
+class RecorderModel(HeadTuner):
+    prefix = "toyrec_"
+    tuner_layer_cls = RecorderLayer
+
+
+@dataclass
+class RecorderConfig(AdapterConfig):
+    pass
+
+
+register_method("toy_recorder", RecorderConfig, RecorderModel)
+
+
+def test_declared_hooks_get_one_shared_reading_of_each_attention_call():
+    base = tiny_model("llama")
+    model = headwise.wrap(base, RecorderConfig(heads=[(1, 0)]))
+    holder = next(m for m in model.modules() if isinstance(m, RecorderLayer))
+    ids = torch.tensor([[3, 9, 17, 40, 5]])
+    with torch.no_grad():
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert holder.seen == [(0, 5, True), (5, 1, False), (6, 1, False)]
+    o_proj = base.model.layers[1].self_attn.o_proj
+    assert not o_proj._forward_pre_hooks  # only the declared hook was attached
+    model.unload()
+    assert not base.model.layers[1].self_attn._forward_pre_hooks
+
+
+def test_unknown_hooks_are_refused_at_registration():
+    layer = type("OddHooks", (GainLayer,), {"hooks": ("attention_output",)})
+    tuner = type("OddTuner", (HeadTuner,), {"prefix": "toygain2_", "tuner_layer_cls": layer})
+    with pytest.raises(ValueError, match="hooks must name some of"):
+        register_method("toy_odd", GainConfig, tuner)

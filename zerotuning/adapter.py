@@ -23,13 +23,9 @@ __all__ = ["ZeroTuningLayer", "ZeroTuningModel", "SUPPORTED_ATTENTION"]
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 
-def _cached_length(layer: int, kwargs: dict) -> int:
-    cache = kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("layer_past")))
-    return int(cache.get_seq_length(layer)) if hasattr(cache, "get_seq_length") else 0
-
-
 class ZeroTuningLayer(HeadLayer):
     adapter_layer_names = ("zerotuning_log_gamma",)
+    hooks = ("attention_call",)  # a bias on the attention mask; the head outputs are left alone
 
     def __init__(self, site: HeadSite) -> None:
         super().__init__(site)
@@ -39,11 +35,6 @@ class ZeroTuningLayer(HeadLayer):
         sliding = layer_types is not None and layer_types[site.layer] == "sliding_attention"
         window = getattr(config, "sliding_window", None)
         self.sliding_window = window if (sliding or (layer_types is None and window)) else None
-
-    def attach(self) -> None:
-        if self._hook_handles:
-            raise RuntimeError(f"the ZeroTuning holder of layer {self.site.layer} is already attached")
-        self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._bias_attention, with_kwargs=True))
 
     @classmethod
     def state_names(cls, config: ZeroTuningConfig) -> tuple[set[str], set[str]]:
@@ -63,14 +54,11 @@ class ZeroTuningLayer(HeadLayer):
             return None
         return sum(self.full_head_tensor(self.zerotuning_log_gamma[a], a, fill=0.0) for a in adapters)
 
-    def _bias_attention(self, module: nn.Module, args: tuple, kwargs: dict):
+    def on_attention_call(self, call, args: tuple, kwargs: dict):
         log_gamma = self.log_gamma()
         if log_gamma is None:
             return None
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        batch, q_len = hidden.shape[:2]
-        mask = kwargs.get("attention_mask")
-        past = _cached_length(self.site.layer, kwargs)
+        hidden, batch, q_len, mask, past = call.hidden_states, call.batch, call.q_len, call.attention_mask, call.past_length
         if self.sliding_window is not None and past + q_len > self.sliding_window:
             raise ValueError(
                 f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
