@@ -7,7 +7,7 @@ Rows: untuned 0-shot and 10-shot ICL; PEFT LoRA r=8 on q_proj/v_proj and IA3 (PE
 at 3% and 10% of heads (two phases, library defaults; the time includes phase 1), LoFiT offsets on
 random 10% of heads. ``--study`` adds LoFiT 10% with scales and offsets in phase 2, with the paper's raw
 offset parameterisation (no head-RMS units), with phase-1 L1 strength 1e-2 (10x), with a 3x phase-1
-budget, LoFiT at 20% of heads, and LoFiT trained on each answer and the newline after it; ``--rows`` runs a subset. Every trained method holds out the same 20% of the
+budget, LoFiT at 20% of heads, and LoFiT trained on the answer tokens alone (no newline); ``--rows`` runs a subset. Every trained method holds out the same 20% of the
 training examples and keeps its best epoch by validation loss. Each seed draws the split, the
 initialisation and the batch order; tables give mean [min–max] over seeds. Accuracy is on held-out
 items with zero-shot prompts (first token / greedy exact match). Training time is a ratio to LoRA's
@@ -65,8 +65,8 @@ def run_task(name, args, tokenizer, log, seed):
     test, train_pairs = pairs.test[: args.n_test], pairs.train[: args.n_train]
     data = training_set(tokenizer, train_pairs)
     fit_rows, valid_rows = split_for_validation(data, 0.2, seed)
-    # the same split with the newline after each answer trained on too
-    ended_rows, ended_valid = split_for_validation(training_set(tokenizer, train_pairs, terminator="\n"), 0.2, seed)
+    # the same split with the answer tokens alone (no newline after them; the default before 2026-11-30)
+    bare_rows, bare_valid = split_for_validation(training_set(tokenizer, train_pairs, terminator=""), 0.2, seed)
     log(f"## {name}, seed {seed}: {len(fit_rows)} train + {len(valid_rows)} valid, {len(test)} test")
     base = lambda: headwise.load_bundled_model()[0]  # noqa: E731
     rows = {}
@@ -86,9 +86,9 @@ def run_task(name, args, tokenizer, log, seed):
 
     selection = {}
 
-    def lofit(k, l1=args.l1, min_steps=40, ended=False, **offset_args):
-        phase1 = (l1, min_steps, ended)
-        rows, valid = (ended_rows, ended_valid) if ended else (fit_rows, valid_rows)
+    def lofit(k, l1=args.l1, min_steps=40, bare=False, **offset_args):
+        phase1 = (l1, min_steps, bare)
+        rows, valid = (bare_rows, bare_valid) if bare else (fit_rows, valid_rows)
 
         def run():
             model = base()
@@ -121,7 +121,7 @@ def run_task(name, args, tokenizer, log, seed):
            ("LoFiT 10% heads, phase 1 l1 1e-2", lofit(0.10, l1=1e-2)),
            ("LoFiT 10% heads, phase 1 >= 120 steps", lofit(0.10, min_steps=120)),
            ("LoFiT 20% heads", lofit(0.20)),
-           ("LoFiT 10% heads, answer + newline", lofit(0.10, ended=True))] if args.study else []),
+           ("LoFiT 10% heads, answer tokens only", lofit(0.10, bare=True))] if args.study else []),
         ("LoFiT 10% random heads", random_heads(0.10)),
     ]
     methods = [(label, run) for label, run in methods if not args.rows or any(part in label for part in args.rows)]
