@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["AdapterFileError", "resolve_adapter_folder", "check_adapter_folder"]
+__all__ = ["AdapterFileError", "check_adapter_folder", "read_adapter_config", "resolve_adapter_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def resolve_adapter_folder(model_id, **hub_kwargs) -> Path:
         ) from error
 
 
-def _read_config(folder: Path):
+def read_adapter_config(folder: Path):
+    """The headwise config in ``folder``, checked: valid JSON, a registered method, fields its class accepts."""
     from peft import PeftConfig
 
     path = folder / CONFIG_NAME
@@ -97,7 +98,7 @@ def check_adapter_folder(model, folder: Path, allow_nonfinite: bool = False):
     from .heads import group_by_layer
     from .sites import ARCHITECTURES, find_head_sites
 
-    config = _read_config(folder)
+    config = read_adapter_config(folder)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     model_type = getattr(getattr(base, "config", None), "model_type", None)
     if config.site_template is not None:

@@ -86,7 +86,7 @@ def test_merge_writes_a_checkpoint_that_transformers_loads_with_the_adapters_out
 
 def test_inspect_an_adapter_prints_its_heads_and_parameters_and_writes_the_png(workspace, lofit_adapter):
     result = headwise_cli("inspect", "out-lofit", "--png", "map.png", cwd=workspace)
-    heads = json.loads((lofit_adapter / "adapter_config.json").read_text())["heads"]
+    heads = sorted(json.loads((lofit_adapter / "adapter_config.json").read_text())["heads"])
     assert "LOFIT adapter for" in result.stdout
     assert f"heads: 2 of 12: L{heads[0][0]}.H{heads[0][1]}" in result.stdout
     assert "trainable parameters: 16;" in result.stdout  # two heads x head_dim 8 offsets

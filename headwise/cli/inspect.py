@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -35,21 +34,12 @@ def _read_adapter(folder: Path):
     """``(config, per-head matrix)``: the checked config and the L2 norm of each head's trained values."""
     from safetensors import safe_open
 
-    from ..loading import CONFIG_NAME, WEIGHTS_NAME, AdapterFileError
+    from ..loading import CONFIG_NAME, WEIGHTS_NAME, AdapterFileError, read_adapter_config
     from ..registry import registered_methods
 
     path = folder / CONFIG_NAME
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}); save the adapter again") from error
-    if not isinstance(raw, dict) or "peft_type" not in raw:
-        raise UserError(f"{path} holds no 'peft_type': it is not an adapter config")
-    methods = {peft_type.value: classes for peft_type, classes in registered_methods().items()}
-    if raw["peft_type"] not in methods:
-        raise UserError(f"{path} is a {raw['peft_type']} adapter, not a headwise one ({', '.join(methods)})")
-    config_cls, tuner_cls = methods[raw["peft_type"]]
-    config = config_cls.from_pretrained(str(folder))
+    config = read_adapter_config(folder)
+    tuner_cls = registered_methods()[config.method][1]
     if not config.num_layers:
         raise AdapterFileError(f"{path} records no model shape (num_layers / num_heads): save the adapter again")
     heads = config.resolve_heads(config.num_layers, config.num_heads)
