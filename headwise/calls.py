@@ -34,6 +34,37 @@ class AttentionCall:
         """No cached keys for this layer yet: the prompt pass (every pass, without a KV cache)."""
         return self.past_length == 0
 
+    @property
+    def k_len(self) -> int:
+        """Keys this call attends over: the cached ones and its own (full attention)."""
+        return self.past_length + self.q_len
+
+    def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(allowed, additive): the attention mask as a boolean ``(B, 1|H, Tq, Tk)`` tensor (True = may
+        attend) and as an fp32 additive one (0 / finfo.min). A missing mask (sdpa without padding) is
+        the causal mask with the cached keys before the queries."""
+        mask, device = self.attention_mask, self.hidden_states.device
+        if mask is None:
+            keys = torch.arange(self.k_len, device=device)
+            queries = torch.arange(self.q_len, device=device)[:, None] + self.past_length
+            allowed = (keys[None, :] <= queries)[None, None].expand(self.batch, 1, self.q_len, self.k_len)
+        elif mask.dtype == torch.bool:
+            allowed = mask
+        else:
+            allowed = mask > torch.finfo(mask.dtype).min / 2
+        if mask is not None and mask.dtype != torch.bool:
+            additive = mask.float()
+        else:
+            additive = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        return allowed, additive
+
+    def real_keys(self) -> torch.Tensor:
+        """(B, Tk) bool: the keys that are tokens, not padding. The last query row of a full-attention
+        mask allows every real key (with left padding it is a real token, with right padding a pad row
+        that still sees the real tokens before it)."""
+        allowed, _ = self.masks()
+        return allowed[:, 0, -1, :].expand(self.batch, -1)
+
 
 def _cache_of(args: tuple, kwargs: dict):
     cache = kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("layer_past")))

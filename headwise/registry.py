@@ -19,7 +19,7 @@ import re
 __all__ = ["HeadPeftType", "MethodName", "register_method", "registered_methods", "import_builtin_methods"]
 
 # Method packages shipped with headwise; imported (and so registered) when headwise is imported.
-BUILTIN_METHOD_PACKAGES = ("lofit", "soft_injection", "zerotuning")
+BUILTIN_METHOD_PACKAGES = ("lofit", "soft_injection", "zerotuning", "interventions")
 
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*_$")

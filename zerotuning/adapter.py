@@ -58,23 +58,13 @@ class ZeroTuningLayer(HeadLayer):
         log_gamma = self.log_gamma()
         if log_gamma is None:
             return None
-        hidden, batch, q_len, mask, past = call.hidden_states, call.batch, call.q_len, call.attention_mask, call.past_length
+        hidden, q_len, past = call.hidden_states, call.q_len, call.past_length
         if self.sliding_window is not None and past + q_len > self.sliding_window:
             raise ValueError(
                 f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
                 f"{past + q_len} long: its initial token is out of the window. Target full-attention layers only."
             )
-        if mask is None:  # sdpa without padding: causal, with the cached keys before the queries
-            keys = torch.arange(past + q_len, device=hidden.device)
-            queries = torch.arange(q_len, device=hidden.device)[:, None] + past
-            allowed = (keys[None, :] <= queries)[None, None].expand(batch, 1, q_len, past + q_len)
-            additive = torch.zeros(allowed.shape, device=hidden.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        elif mask.dtype == torch.bool:
-            allowed = mask
-            additive = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
-        else:
-            allowed = mask > torch.finfo(mask.dtype).min / 2
-            additive = mask.float()
+        allowed, additive = call.masks()
         first_key = allowed[:, 0, -1, :].int().argmax(-1)  # (B,) first non-pad key of each row
         one_hot = torch.nn.functional.one_hot(first_key, allowed.shape[-1]).float()  # (B, Tk)
         bias = one_hot[:, None, None, :] * log_gamma.to(one_hot.device)[None, :, None, None]  # (B, H, 1, Tk)

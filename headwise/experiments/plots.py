@@ -10,10 +10,11 @@ __all__ = ["plot_head_scores"]
 
 def plot_head_scores(
     scores, path: str | Path, selected: Iterable[tuple[int, int]] = (), title: str = "", label: str = "score",
-    rows: Sequence[str] | None = None,
+    rows: Sequence[str] | None = None, diverging: bool = False,
 ) -> Path:
     """Save an (L, H) matrix as a heatmap PNG (layers on the y axis); ``selected`` heads get a box.
-    ``rows`` names the rows instead of layer numbers (e.g. ["all layers"] for a per-head-index score)."""
+    ``rows`` names the rows instead of layer numbers (e.g. ["all layers"] for a per-head-index score);
+    ``diverging`` centres a red-blue colour scale on zero (for signed scores such as attributions)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,11 @@ def plot_head_scores(
     if rows is not None and len(rows) != num_layers:
         raise ValueError(f"rows names {len(rows)} rows but the scores have {num_layers}")
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * num_heads + 2), max(3.0, 0.22 * num_layers + 1.5)))
-    image = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis")
+    if diverging:
+        limit = float(abs(data).max()) or 1.0
+        image = ax.imshow(data, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
+    else:
+        image = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis")
     for layer, head in selected:
         ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     ax.set_xlabel("head")

@@ -1,0 +1,171 @@
+"""Head gates as an adapter, for each chosen head h at the chosen positions:
+
+    z_h <- a_h * z_h + (1 - a_h) * m_h          (a: gate_scale, m: gate_baseline, 0 unless set)
+
+At every position the gate is affine in z, so it folds exactly into the output projection
+(W' = W diag(a), b' = b + W (1 - a) m); merged weights are restored exactly on unmerge (the folded
+columns are kept, since a = 0 cannot be divided out).
+"""
+
+from __future__ import annotations
+
+import torch
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import check_adapters_to_merge
+from torch import nn
+
+from headwise.adapter import HeadLayer
+from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable
+from headwise.tuner import HeadTuner
+
+from .config import HeadGateConfig
+from .positions import select_real_positions
+
+__all__ = ["HeadGateLayer", "HeadGateModel", "set_baseline", "gate_scales"]
+
+
+class HeadGateLayer(HeadLayer):
+    adapter_layer_names = ("gate_scale",)
+    other_param_names = ("head_index", "gate_baseline")
+    hooks = ("attention_call", "head_outputs")  # the call says where the real tokens are
+
+    def __init__(self, site) -> None:
+        super().__init__(site)
+        self.gate_scale = nn.ParameterDict()  # adapter -> (n_selected,) fp32 a
+        self.gate_baseline = BufferDict({}, persistent=True)  # adapter -> (n_selected, d) fp32 m
+        self.gate_positions: dict[str, list[int] | None] = {}
+        self.gate_trainable: dict[str, bool] = {}
+        self._created_bias = False
+        self._folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []  # (columns, weight part, bias)
+
+    @classmethod
+    def state_names(cls, config: HeadGateConfig) -> tuple[set[str], set[str]]:
+        return {"gate_scale", "gate_baseline"}, set()
+
+    def create_parameters(self, adapter_name: str, num_selected: int, config: HeadGateConfig) -> None:
+        device = self._device()
+        scale = torch.full((num_selected,), config.scale, dtype=torch.float32, device=device)
+        if not config.init_weights:  # random gates, for tests
+            scale = scale + torch.randn(num_selected, device=device)
+        self.gate_scale[adapter_name] = nn.Parameter(scale, requires_grad=config.trainable)
+        self.gate_baseline[adapter_name] = torch.zeros(num_selected, self.head_dim, device=device)
+        self.gate_positions[adapter_name] = config.positions
+        self.gate_trainable[adapter_name] = config.trainable
+
+    def set_adapter(self, adapter_names, inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_names, inference_mode=inference_mode)
+        for name, param in self.gate_scale.items():  # a fixed gate stays fixed
+            if not self.gate_trainable.get(name, True):
+                param.requires_grad_(False)
+
+    def affine(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, 1) gain a and (H, d) shift (1 - a) m of this layer (identity on untouched heads)."""
+        scale = self.full_head_tensor(self.gate_scale[adapter_name], adapter_name, fill=1.0)[:, None]
+        baseline = self.full_head_tensor(self.gate_baseline[adapter_name].float(), adapter_name, fill=0.0)
+        return scale, (1 - scale) * baseline
+
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        gain, shift = self.affine(adapter_name)
+        gated = heads * gain + shift  # (B, T, H, d)
+        positions = self.gate_positions.get(adapter_name)
+        if positions is None:
+            return gated
+        call = self.call
+        rows = select_real_positions(call.real_keys(), positions)[:, call.past_length:call.past_length + call.q_len]
+        return torch.where(rows.to(heads.device)[:, :, None, None], gated, heads)
+
+    # -- merge ----------------------------------------------------------------------------------
+    def check_mergeable(self) -> None:
+        check_plain_projection(self.site)
+        positional = sorted(name for name, positions in self.gate_positions.items() if positions is not None)
+        if positional:
+            raise TypeError(
+                f"the head gate(s) {positional} act at chosen positions only, which no weight can express; only a gate "
+                "at every position (positions=None) merges. Keep them attached, or save them with save_pretrained()."
+            )
+
+    def merge_order(self, adapter_names: list[str] | None) -> list[str]:
+        names = check_adapters_to_merge(self, adapter_names)
+        ordered = [n for n in self.active_adapters if n in names] + [n for n in names if n not in self.active_adapters]
+        return list(reversed([n for n in ordered if n in self.head_index]))
+
+    def check_finite(self, adapter_names: list[str] | None) -> None:
+        for name in self.merge_order(adapter_names):
+            gain, shift = self.affine(name)
+            if not (torch.isfinite(gain).all() and torch.isfinite(shift).all()):
+                raise ValueError(f"NaNs detected in the merged weights: the head gate {name!r} of layer {self.site.layer} "
+                                 "holds NaN or inf. Nothing was merged.")
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        if safe_merge:
+            self.check_finite(adapter_names)
+        module = self.site.output
+        conv = type(module).__name__ == "Conv1D"
+        for name in self.merge_order(adapter_names):
+            with torch.no_grad():
+                gain, shift = self.affine(name)
+            gain = gain.expand(-1, self.head_dim).flatten().float()
+            columns = (self.head_index[name][:, None] * self.head_dim + torch.arange(self.head_dim, device=self.head_index[name].device)).flatten()
+            kept = (module.weight[columns] if conv else module.weight[:, columns]).detach().clone()
+            bias = None if module.bias is None else module.bias.detach().clone()
+            self._folded.append((columns, kept, bias))
+            self._created_bias |= fold_into_projection(self.site, gain, shift.flatten().float())
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        module = self.site.output
+        conv = type(module).__name__ == "Conv1D"
+        with torch.no_grad():
+            while self.merged_adapters:
+                self.merged_adapters.pop()
+                columns, kept, bias = self._folded.pop()
+                if conv:
+                    module.weight[columns] = kept
+                else:
+                    module.weight[:, columns] = kept
+                if bias is not None:
+                    module.bias.copy_(bias)
+        if self._created_bias:
+            self.site.output.bias = None
+            self._created_bias = False
+
+
+class HeadGateModel(HeadTuner):
+    """PEFT tuner for head gates; ``headwise.wrap(model, HeadGateConfig(heads=[(l, h)], scale=0.0))``."""
+
+    prefix = "gate_"
+    tuner_layer_cls = HeadGateLayer
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        super()._mark_only_adapters_as_trainable(model)
+        for holder in self.holders():
+            holder.set_adapter(holder.active_adapters)
+
+    def after_merge(self, model: nn.Module, holders, sites) -> None:
+        if any(holder._created_bias for holder in holders):
+            make_bias_loadable(model, sites)
+
+
+def _tuner(model) -> HeadGateModel:
+    tuner = getattr(model, "base_model", None)
+    if not isinstance(tuner, HeadGateModel):
+        raise TypeError("this model carries no head gate: wrap it with headwise.wrap(model, HeadGateConfig(...)) first")
+    return tuner
+
+
+def set_baseline(model, values: torch.Tensor, adapter_name: str = "default") -> None:
+    """Give the gated heads the baseline ``m``: an ``(L, H, d)`` tensor, e.g. ``interventions.mean_heads(...)``
+    (mean ablation when the gate's scale is 0). Saved with the adapter."""
+    tuner = _tuner(model)
+
+    def write(holder, rows):
+        holder.gate_baseline[adapter_name] = rows.float().to(holder.gate_baseline[adapter_name].device).clone()
+
+    if values.dim() != 3 or values.shape[-1] != tuner.peft_config[adapter_name].head_dim:
+        raise ValueError(f"the baseline is (layers, heads, head_dim), got {tuple(values.shape)}")
+    tuner.write_heads(adapter_name, values, write)
+
+
+def gate_scales(model, adapter_name: str = "default") -> torch.Tensor:
+    """(L, H) the gate's scale a per head (1 where the adapter leaves the head alone)."""
+    return _tuner(model).read_heads(adapter_name, lambda holder: holder.gate_scale[adapter_name], fill=1.0)
