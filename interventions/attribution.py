@@ -61,15 +61,17 @@ def direct_logit_attribution(
     answer_ids: torch.Tensor | Sequence[int],
     attention_mask: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
+    **forward_kwargs,
 ) -> torch.Tensor:
     """(B, L, H) each head's direct contribution to the logit of ``answer_ids[b]`` at the selected
-    position of row b (default: the last real token), the final norm frozen from this clean run."""
+    position of row b (default: the last real token), the final norm frozen from this clean run.
+    ``forward_kwargs`` (e.g. ``position_ids``) go to the model's forward."""
     if positions is None:
         positions = last_token(attention_mask if attention_mask is not None else torch.ones_like(input_ids))
     answers = torch.as_tensor(answer_ids).reshape(-1)
     if answers.numel() != input_ids.shape[0]:
         raise ValueError(f"answer_ids has {answers.numel()} tokens for a batch of {input_ids.shape[0]} rows")
-    acts = cache_heads(model, input_ids, attention_mask)
+    acts = cache_heads(model, input_ids, attention_mask, **forward_kwargs)
     columns = _one_per_row(check_positions(positions, input_ids.shape[0]))
     writes = head_writes(model, acts, positions)  # (B, L, H, D)
     rows = torch.arange(input_ids.shape[0])
@@ -82,7 +84,8 @@ def direct_logit_attribution(
 
 
 def logit_lens(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+    **forward_kwargs,
 ) -> torch.Tensor:
     """(B, L + 1, V) logits read from the residual stream at the selected position (default: the last real
     token) after the embeddings (0) and after each layer (1..L), each through the final norm and the
@@ -98,7 +101,7 @@ def logit_lens(
     cap = getattr(base.config, "final_logit_softcapping", None)
     rows = torch.arange(input_ids.shape[0])
     with torch.no_grad():
-        output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+        output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False, **forward_kwargs)
         states = output.hidden_states
         if len(states) != len(layers) + 1:
             raise RuntimeError(f"the model returned {len(states)} hidden states for {len(layers)} layers")
