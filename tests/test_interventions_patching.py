@@ -135,3 +135,33 @@ def test_patching_keeps_gradients_flowing_to_the_model():
         loss = model(input_ids=ids, attention_mask=mask).logits[mask.bool()].square().mean()
         loss.backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_patching_a_bf16_model_and_a_wrapped_model():
+    """The patch casts back to the model's dtype, and it acts after an attached adapter's edit (it wins)."""
+    import headwise
+    from lofit import LofitConfig
+
+    ids, mask = left_padded()
+    last = iv.last_token(mask)
+    model = tiny_model("llama").to(torch.bfloat16)
+
+    def reference(layer, x):
+        if layer == 1:
+            x[last] = x[last].index_fill(-1, torch.arange(16, 24), 0)
+        return x
+
+    with iv.patch(model, {(1, 2): "zero"}, positions=last):
+        ours = full_logits(model, ids, mask)
+    with reference_head_edit(model, "llama", reference):
+        expected = full_logits(model, ids, mask)
+    assert ours.dtype == torch.bfloat16 and torch.equal(ours[mask.bool()], expected[mask.bool()])
+
+    wrapped = headwise.wrap(tiny_model("llama"), LofitConfig(heads=[(1, 2), (1, 3)], init_weights=False))
+    with iv.patch(wrapped, {(1, 2): "zero", (1, 3): "zero"}):
+        patched = full_logits(wrapped, ids, mask)
+    bare = tiny_model("llama")
+    with iv.patch(bare, {(1, 2): "zero", (1, 3): "zero"}):
+        expected = full_logits(bare, ids, mask)
+    real = mask.bool()
+    assert (patched[real] - expected[real]).abs().max() < 1e-5  # LoFiT's only heads were overwritten
