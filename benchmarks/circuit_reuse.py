@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,63 +18,10 @@ from common import machine, markdown_table, mean_spread, seed_note
 
 import headwise
 import interventions as iv
+from headwise.experiments.colored_objects import COLOURS, ColoredObjectsItem as Item, make_items
 from headwise.progress import disable_progress_bars
 
-COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "black", "white"]  # 8, one token each
-OBJECTS = ["pen", "pencil", "cup", "mug", "jug", "plate", "notebook", "keychain", "necklace", "bracelet", "scarf",
-           "hat", "ball", "phone", "lamp", "bottle", "box"]  # 17, some of several tokens
 PLOTS = Path(__file__).resolve().parent / "plots"
-
-
-@dataclass
-class Item:
-    text: str
-    colours: list[str]  # the query list's colours, in order
-    answer: int  # index into colours
-    other: int  # the object a corrupted prompt asks about instead
-    distractor_spans: list[tuple[int, int]]  # character ranges of the two other colours in the query list
-    question_span: tuple[int, int]  # "What color is the <object>?"
-    corrupted: str
-
-
-def _listing(rng: random.Random) -> tuple[list[str], list[str]]:
-    return rng.sample(OBJECTS, 3), rng.sample(COLOURS, 3)
-
-
-def _sentence(objects, colours) -> str:
-    return f"On the table, I see a {colours[0]} {objects[0]}, a {colours[1]} {objects[1]}, and a {colours[2]} {objects[2]}."
-
-
-def make_items(count: int, seed: int, tokens_of=len) -> list[Item]:
-    """One-shot prompts: a solved example, then the query list and its question (3 objects, 8 colours, 17 objects).
-    The corrupted prompt asks about another listed object of as many tokens (``tokens_of``), so both prompts
-    line up position by position."""
-    rng = random.Random(seed)
-    out = []
-    while len(out) < count:
-        demo_objects, demo_colours = _listing(rng)
-        asked = rng.randrange(3)
-        demo = f"Q: {_sentence(demo_objects, demo_colours)} What color is the {demo_objects[asked]}?\nA: {demo_colours[asked]}\n\n"
-        objects, colours = _listing(rng)
-        answer = rng.randrange(3)
-        others = [i for i in range(3) if i != answer and tokens_of(objects[i]) == tokens_of(objects[answer])]
-        if not others:
-            continue
-        other = rng.choice(others)
-        head = f"{demo}Q: {_sentence(objects, colours)} "
-        question = f"What color is the {objects[answer]}?"
-        text = f"{head}{question}\nA:"
-        corrupted = f"{head}What color is the {objects[other]}?\nA:"
-        list_start = len(demo) + 3
-        spans = []
-        search_from = list_start
-        for index, colour in enumerate(colours):
-            start = text.index(f" {colour} ", search_from) + 1
-            search_from = start + len(colour)
-            if index != answer:
-                spans.append((start, start + len(colour)))
-        out.append(Item(text, colours, answer, other, spans, (len(head), len(head) + len(question)), corrupted))
-    return out
 
 
 def encode(tokenizer, texts):
@@ -131,21 +77,18 @@ def distractors(chunk, encoding):
     return first | iv.span_positions(encoding, texts, [item.distractor_spans[1] for item in chunk])
 
 
-def override(heads):
+def override(model, heads):
     def context(chunk, encoding):
         keys = distractors(chunk, encoding)
-        return iv.override_attention(_MODEL[0], {head: keys for head in heads}, queries=iv.last_token(encoding["attention_mask"]))
+        return iv.override_attention(model, {head: keys for head in heads}, queries=iv.last_token(encoding["attention_mask"]))
     return context
 
 
-def block_question(heads):
+def block_question(model, heads):
     def context(chunk, encoding):
         question = iv.span_positions(encoding, [item.text for item in chunk], [item.question_span for item in chunk])
-        return iv.block_keys(_MODEL[0], heads, keys=question, queries=iv.last_token(encoding["attention_mask"]))
+        return iv.block_keys(model, heads, keys=question, queries=iv.last_token(encoding["attention_mask"]))
     return context
-
-
-_MODEL: list = []
 
 
 @torch.no_grad()
@@ -189,7 +132,6 @@ def main() -> None:
     args = parser.parse_args()
     disable_progress_bars()
     model, tokenizer = headwise.load_bundled_model()
-    _MODEL[:] = [model]
     ids = colour_ids(tokenizer)
     sites = headwise.find_head_sites(model)
     every_head = [(layer, head) for layer in range(len(sites)) for head in range(sites[0].num_heads)]
@@ -207,23 +149,23 @@ def main() -> None:
         effect_maps.append(effects)
         candidates = [every_head[i] for i in effects.flatten().abs().argsort(descending=True)[: args.candidates].tolist()]
         base_select = accuracy(colour_logits(model, tokenizer, select, ids), select)
-        gains = {head: run_with(model, tokenizer, select, ids, override([head])) - base_select for head in candidates}
+        gains = {head: run_with(model, tokenizer, select, ids, override(model, [head])) - base_select for head in candidates}
         heads: list = []
         best = base_select
         for head in sorted(candidates, key=lambda h: -gains[h]):
             if len(heads) == args.max_heads:
                 break
-            trial = run_with(model, tokenizer, select, ids, override(heads + [head]))
+            trial = run_with(model, tokenizer, select, ids, override(model, heads + [head]))
             if trial > best:
                 heads, best = heads + [head], trial
         rng = random.Random(seed)
         random_heads = rng.sample([h for h in every_head if h not in candidates], args.max_heads)
         top_patching = candidates[: args.max_heads]
         record("bare model", accuracy(colour_logits(model, tokenizer, test, ids), test))
-        record("override chosen heads onto the distractors", run_with(model, tokenizer, test, ids, override(heads)) if heads else table["bare model"][-1])
-        record("override random heads onto the distractors", run_with(model, tokenizer, test, ids, override(random_heads)))
-        record("block top patching heads from the question", run_with(model, tokenizer, test, ids, block_question(top_patching)))
-        record("block random heads from the question", run_with(model, tokenizer, test, ids, block_question(random_heads)))
+        record("override chosen heads onto the distractors", run_with(model, tokenizer, test, ids, override(model, heads)) if heads else table["bare model"][-1])
+        record("override random heads onto the distractors", run_with(model, tokenizer, test, ids, override(model, random_heads)))
+        record("block top patching heads from the question", run_with(model, tokenizer, test, ids, block_question(model, top_patching)))
+        record("block random heads from the question", run_with(model, tokenizer, test, ids, block_question(model, random_heads)))
         chosen[seed] = {"override": heads, "top_patching": top_patching, "random": random_heads}
         print(f"seed {seed}: top patching heads {top_patching}; override heads {heads}; random {random_heads}", flush=True)
 

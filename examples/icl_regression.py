@@ -1,0 +1,38 @@
+"""The in-context regression testbed: train two softmax heads, read their roles, and edit them with headwise.
+
+    python examples/icl_regression.py [--seed 4]
+
+One layer of two attention heads learns y = beta^T x + eps in context (d = 5, L = 40). Most seeds end as a
++/- pair of heads (a debiased one-step gradient descent, MSE ~0.25); some stay in a one-head basin (~0.41).
+Then: a head gate fitted at a shorter context length against the closed-form optimal scale, and one head
+of the pair ablated.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from headwise.experiments import regression as R
+import interventions as iv
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=1500)
+    args = parser.parse_args()
+    model, _ = R.train_regression(num_heads=2, steps=args.steps, lr=1e-2, seed=args.seed)
+    roles = R.head_roles(model)
+    mse = R.evaluate_mse(model)
+    print(f"test MSE {mse:.3f} (one-step GD {R.one_step_gd_mse():.3f}, Bayes ridge {R.ridge_mse():.3f})")
+    print(f"KQ scales omega {roles['omega'].tolist()}, OV scales mu {roles['mu'].tolist()}")
+    for length in (10, 160):
+        fitted = R.fit_gate_scales(model, length) * roles["mu"]
+        closed = R.optimal_head_scales(roles["omega"], length)
+        print(f"context {length}: gate-fitted OV scales {fitted.tolist()} vs closed form {closed.tolist()}")
+    with iv.patch(model, {(0, 0): "zero"}):
+        print(f"head 0 ablated: MSE {R.evaluate_mse(model):.3f} ({R.evaluate_mse(model) / mse:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
