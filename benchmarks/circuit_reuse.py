@@ -8,6 +8,7 @@ distractor colours, and the key-blocking control (chosen heads vs random heads b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -37,38 +38,38 @@ def colour_ids(tokenizer) -> dict[str, int]:
     return {c: tokenizer(" " + c, add_special_tokens=False).input_ids[0] for c in COLOURS}
 
 
-@torch.no_grad()
-def colour_logits(model, tokenizer, items: list[Item], ids: dict[str, int], batch_size: int = 24, texts=None) -> torch.Tensor:
-    """(N, 3) the next-token logits of each item's three listed colours."""
-    out = []
-    texts = texts or [item.text for item in items]
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        batch = encode(tokenizer, texts[start:start + batch_size])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, -1].float()
-        columns = torch.tensor([[ids[c] for c in item.colours] for item in chunk])
-        out.append(logits.gather(1, columns))
-    return torch.cat(out)
-
-
 def accuracy(logits: torch.Tensor, items: list[Item]) -> float:
     return float((logits.argmax(-1) == torch.tensor([item.answer for item in items])).float().mean())
 
 
-def batched(items: list[Item], size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+class LastTokenRuns:
+    """The items in batches, each prompt but its last token run once into a KV cache: every intervention here
+    acts at the last token only, so each variant costs one cached single-token step per batch (the same
+    logits as a full forward; the patch and attention tools place positions by the cached length)."""
 
+    def __init__(self, model, tokenizer, items: list[Item], ids: dict[str, int], batch_size: int = 24) -> None:
+        self.model, self.items = model, items
+        self.chunks = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            encoding = encode(tokenizer, [item.text for item in chunk])
+            with torch.no_grad():
+                prefix = model(input_ids=encoding["input_ids"][:, :-1], attention_mask=encoding["attention_mask"][:, :-1], use_cache=True)
+            options = torch.tensor([[ids[c] for c in item.colours] for item in chunk])
+            self.chunks.append((chunk, encoding, prefix.past_key_values, options))
 
-def run_with(model, tokenizer, items, ids, context) -> float:
-    """Accuracy with a per-batch context manager ``context(batch_items, encoding)`` active."""
-    logits = []
-    for chunk in batched(items, 24):
-        encoding = encode(tokenizer, [item.text for item in chunk])
-        with context(chunk, encoding), torch.no_grad():
-            out = model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"]).logits[:, -1].float()
-        logits.append(out.gather(1, torch.tensor([[ids[c] for c in item.colours] for item in chunk])))
-    return accuracy(torch.cat(logits), items)
+    @torch.no_grad()
+    def last_logits(self, chunk_index: int, context=None) -> torch.Tensor:
+        chunk, encoding, cache, _ = self.chunks[chunk_index]
+        with context(chunk, encoding) if context is not None else contextlib.nullcontext():
+            out = self.model(input_ids=encoding["input_ids"][:, -1:], attention_mask=encoding["attention_mask"], cache=cache, use_cache=True)
+        cache.crop(-1)  # drop the step just added
+        return out.logits[:, -1].float()
+
+    def accuracy(self, context=None) -> float:
+        """Accuracy over the three listed colours with ``context(batch_items, encoding)`` active."""
+        logits = [self.last_logits(i, context).gather(1, self.chunks[i][3]) for i in range(len(self.chunks))]
+        return accuracy(torch.cat(logits), self.items)
 
 
 def distractors(chunk, encoding):
@@ -96,7 +97,8 @@ def patching_effects(model, tokenizer, items: list[Item], ids) -> torch.Tensor:
     """(L, H): how much patching each head's last-token output from the corrupted prompt (which asks about
     another object) moves the logit difference (answer - the other object's colour), as a share of the
     clean-to-corrupted difference."""
-    encoding = encode(tokenizer, [item.text for item in items])
+    runs = LastTokenRuns(model, tokenizer, items, ids, batch_size=len(items))
+    _, encoding, _, _ = runs.chunks[0]
     corrupted = encode(tokenizer, [item.corrupted for item in items])
     if encoding["input_ids"].shape != corrupted["input_ids"].shape or not torch.equal(encoding["attention_mask"], corrupted["attention_mask"]):
         raise RuntimeError("clean and corrupted prompts must tokenise to the same layout")
@@ -104,20 +106,18 @@ def patching_effects(model, tokenizer, items: list[Item], ids) -> torch.Tensor:
     other = torch.tensor([ids[item.colours[item.other]] for item in items])
     rows = torch.arange(len(items))
 
-    def difference(logits):
-        return (logits[rows, -1, answer] - logits[rows, -1, other]).mean()
+    def difference(logits):  # (B, V) last-token logits
+        return (logits[rows, answer] - logits[rows, other]).mean()
 
-    clean = difference(model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"]).logits.float())
+    clean = difference(runs.last_logits(0))
     source = iv.cache_heads(model, corrupted["input_ids"], corrupted["attention_mask"])
-    corrupt = difference(source.logits)
-    last = iv.last_token(encoding["attention_mask"])
+    corrupt = difference(source.logits[:, -1])
     sites = headwise.find_head_sites(model)
     effects = torch.zeros(len(sites), sites[0].num_heads)
     for layer in range(len(sites)):
         for head in range(sites[0].num_heads):
-            with iv.patch(model, {(layer, head): source}, positions=last):
-                patched = difference(model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"]).logits.float())
-            effects[layer, head] = (clean - patched) / (clean - corrupt)
+            patch = lambda chunk, enc, key=(layer, head): iv.patch(model, {key: source}, positions=iv.last_token(enc["attention_mask"]))  # noqa: E731
+            effects[layer, head] = (clean - difference(runs.last_logits(0, patch))) / (clean - corrupt)
     return effects
 
 
@@ -148,24 +148,25 @@ def main() -> None:
         effects = patching_effects(model, tokenizer, select[: args.patch_items], ids)
         effect_maps.append(effects)
         candidates = [every_head[i] for i in effects.flatten().abs().argsort(descending=True)[: args.candidates].tolist()]
-        base_select = accuracy(colour_logits(model, tokenizer, select, ids), select)
-        gains = {head: run_with(model, tokenizer, select, ids, override(model, [head])) - base_select for head in candidates}
+        select_runs, test_runs = LastTokenRuns(model, tokenizer, select, ids), LastTokenRuns(model, tokenizer, test, ids)
+        base_select = select_runs.accuracy()
+        gains = {head: select_runs.accuracy(override(model, [head])) - base_select for head in candidates}
         heads: list = []
         best = base_select
         for head in sorted(candidates, key=lambda h: -gains[h]):
             if len(heads) == args.max_heads:
                 break
-            trial = run_with(model, tokenizer, select, ids, override(model, heads + [head]))
+            trial = select_runs.accuracy(override(model, heads + [head]))
             if trial > best:
                 heads, best = heads + [head], trial
         rng = random.Random(seed)
         random_heads = rng.sample([h for h in every_head if h not in candidates], args.max_heads)
         top_patching = candidates[: args.max_heads]
-        record("bare model", accuracy(colour_logits(model, tokenizer, test, ids), test))
-        record("override chosen heads onto the distractors", run_with(model, tokenizer, test, ids, override(model, heads)) if heads else table["bare model"][-1])
-        record("override random heads onto the distractors", run_with(model, tokenizer, test, ids, override(model, random_heads)))
-        record("block top patching heads from the question", run_with(model, tokenizer, test, ids, block_question(model, top_patching)))
-        record("block random heads from the question", run_with(model, tokenizer, test, ids, block_question(model, random_heads)))
+        record("bare model", test_runs.accuracy())
+        record("override chosen heads onto the distractors", test_runs.accuracy(override(model, heads)) if heads else table["bare model"][-1])
+        record("override random heads onto the distractors", test_runs.accuracy(override(model, random_heads)))
+        record("block top patching heads from the question", test_runs.accuracy(block_question(model, top_patching)))
+        record("block random heads from the question", test_runs.accuracy(block_question(model, random_heads)))
         chosen[seed] = {"override": heads, "top_patching": top_patching, "random": random_heads}
         print(f"seed {seed}: top patching heads {top_patching}; override heads {heads}; random {random_heads}", flush=True)
 
