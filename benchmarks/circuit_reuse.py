@@ -56,7 +56,7 @@ class LastTokenRuns:
             with torch.no_grad():
                 prefix = model(input_ids=encoding["input_ids"][:, :-1], attention_mask=encoding["attention_mask"][:, :-1], use_cache=True)
             options = torch.tensor([[ids[c] for c in item.colours] for item in chunk])
-            self.chunks.append((chunk, encoding, prefix.past_key_values, options))
+            self.chunks.append((chunk, encoding, prefix.cache, options))
 
     @torch.no_grad()
     def last_logits(self, chunk_index: int, context=None) -> torch.Tensor:

@@ -62,7 +62,7 @@ def timers(batch: int, length: int, vocab: int):
     def decode(model):
         key = id(model)
         if key not in caches:
-            caches[key] = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+            caches[key] = model(input_ids=ids, attention_mask=mask, use_cache=True).cache
         cache = caches[key]
         step_mask = torch.ones(batch, length + 1, dtype=torch.long)
         start = time.perf_counter()

@@ -55,10 +55,10 @@ def cached_logits(model, ids, mask, prefill: int):
     positions = position_ids(mask)
     with torch.no_grad():
         out = model(input_ids=ids[:, :prefill], attention_mask=mask[:, :prefill], position_ids=positions[:, :prefill], use_cache=True)
-        steps, cache = [out.logits[:, -1]], out.past_key_values
+        steps, cache = [out.logits[:, -1]], out.cache
         for column in range(prefill, ids.shape[1]):
             out = model(input_ids=ids[:, column:column + 1], attention_mask=mask[:, :column + 1],
                         position_ids=positions[:, column:column + 1], cache=cache, use_cache=True)
             steps.append(out.logits[:, -1])
-            cache = out.past_key_values
+            cache = out.cache
     return torch.stack(steps, dim=1)

@@ -116,9 +116,9 @@ def test_injection_runs_on_the_prefill_pass_only(arch):
         next_ids = prefill.logits[:, -1].argmax(-1, keepdim=True)
         mask = torch.cat([batch["attention_mask"], torch.ones_like(next_ids)], dim=1)
         step = dict(input_ids=next_ids, attention_mask=mask, use_cache=True)
-        ours = model(**step, cache=copy.deepcopy(prefill.past_key_values)).logits
+        ours = model(**step, cache=copy.deepcopy(prefill.cache)).logits
         with model.disable_adapter():  # same (injected) cache, no injection at this step
-            reference = model(**step, cache=copy.deepcopy(prefill.past_key_values)).logits
+            reference = model(**step, cache=copy.deepcopy(prefill.cache)).logits
             bare_prefill = model(**batch, use_cache=True)
     assert torch.allclose(ours, reference, atol=1e-6)
     assert not torch.allclose(prefill.logits[:, -1], bare_prefill.logits[:, -1], atol=1e-3)

@@ -100,10 +100,10 @@ def test_unpadded_batch_and_kv_cache_decoding_are_exact(arch, implementation):
         reference = reference_model(arch)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         assert (full - reference).abs().max() < 1e-5
         prefill = model(input_ids=ids[:, :4], use_cache=True)
-        cache = prefill.past_key_values
+        cache = prefill.cache
         for position in (4, 5):  # one token at a time through the cache
             step = model(input_ids=ids[:, position:position + 1], cache=cache, use_cache=True)
-            cache = step.past_key_values
+            cache = step.cache
             assert (step.logits[:, -1] - full[:, position]).abs().max() < 1e-5
 
 
