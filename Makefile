@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: setup
 
 demo: setup
 	$(PY) examples/lofit_demo.py
+
+# Cost against the bare model and PEFT, side by side in one run each (about 20 minutes on 2 cores).
+bench: setup
+	mkdir -p benchmarks/out
+	cd benchmarks && ../$(PY) overhead.py --json out/overhead.json
+	cd benchmarks && ../$(PY) train_cost.py --json out/train_cost.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
