@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table, mean_spread, seed_note
+from common import PLOTS, machine, markdown_table, mean_spread, seed_note
 
 import headwise
 import interventions as iv
 from headwise.experiments.colored_objects import COLOURS, ColoredObjectsItem as Item, make_items
 from headwise.progress import disable_progress_bars
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 
 
 def encode(tokenizer, texts):

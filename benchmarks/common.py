@@ -34,3 +34,26 @@ def mean_spread(values, digits: int = 2) -> str:
 
 def seed_note(seeds) -> str:
     return f"Mean [min–max] over seeds {', '.join(map(str, seeds))} (each seed draws the split, the initialisation and the batch order)."
+
+
+PLOTS = Path(__file__).resolve().parent / "plots"
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save ``fig`` as benchmarks/plots/<name> and close it."""
+    fig.tight_layout()
+    PLOTS.mkdir(exist_ok=True)
+    path = PLOTS / name
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path

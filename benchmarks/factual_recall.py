@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table, mean_spread, seed_note
+from common import PLOTS, machine, markdown_table, mean_spread, seed_note
 
 import headwise
 import interventions as iv
@@ -28,7 +28,6 @@ TASKS = {
     "park-country": "{input} is a national park in the country of",
 }
 SCALES = (0.0, 0.25, 0.5, 0.75)
-PLOTS = Path(__file__).resolve().parent / "plots"
 
 
 def items(tokenizer, task: str, rows: list[dict]) -> tuple[list[str], torch.Tensor]:

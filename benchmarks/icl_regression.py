@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table, mean_spread
+from common import machine, markdown_table, pyplot, save_figure, mean_spread
 
 import interventions as iv
 from headwise.experiments import regression as R
 from headwise.progress import disable_progress_bars
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 SHIFTS = (10, 20, 80, 160)
 
 
@@ -123,11 +122,7 @@ def _with_scales(model, scales):
 
 
 def _plot(curves, shift_data, gd, ridge) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for heads, colour in ((1, "tab:blue"), (2, "tab:orange")):
         for i, losses in enumerate(curves[heads]):
@@ -142,10 +137,7 @@ def _plot(curves, shift_data, gd, ridge) -> None:
         right.scatter(entry["length"], entry["fitted"][0], facecolors="none", edgecolors="tab:red")
         right.scatter(entry["length"], entry["least_squares"][0], marker=".", color="tab:green")
     right.set(xscale="log", xlabel="context length L'", ylabel="OV scale of head 0", title="gate fit (o) vs LS (.) vs closed form (x)")
-    fig.tight_layout()
-    PLOTS.mkdir(exist_ok=True)
-    fig.savefig(PLOTS / "icl_regression.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "icl_regression.png")
 
 
 if __name__ == "__main__":

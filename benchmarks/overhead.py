@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table
+from common import machine, markdown_table, pyplot, save_figure
 
 import headwise
 from headwise.heads import top_k_heads
@@ -29,7 +29,6 @@ from lofit import LofitConfig
 from soft_injection import inject
 from zerotuning import ZeroTuningConfig
 
-PLOTS = Path(__file__).resolve().parent / "plots"
 
 
 def variants(base) -> dict[str, torch.nn.Module]:
@@ -131,11 +130,7 @@ def main() -> None:
 
 
 def _plot(results) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = list(results)
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.2))
     for row, label in enumerate(labels):
@@ -146,10 +141,7 @@ def _plot(results) -> None:
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.set_xlabel("time / bare model (median, 95% CI)")
-    fig.tight_layout()
-    PLOTS.mkdir(exist_ok=True)
-    fig.savefig(PLOTS / "overhead.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "overhead.png")
 
 
 if __name__ == "__main__":

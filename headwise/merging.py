@@ -14,13 +14,24 @@ from torch import nn
 
 from .sites import HeadSite, architecture_spec
 
-__all__ = ["check_plain_projection", "fold_into_projection", "make_bias_loadable"]
+__all__ = ["check_plain_projection", "fold_into_projection", "make_bias_loadable", "merge_order"]
 
 logger = logging.getLogger(__name__)
 
 
 def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"  # GPT-2: weight is (in, out)
+
+
+def merge_order(holder, adapter_names: list[str] | None) -> list[str]:
+    """The adapters a holder folds, last applied first (folding puts an edit in front of the projection).
+
+    Named adapters are merged whether active or not (PEFT's contract); by default the active ones."""
+    from peft.tuners.tuners_utils import check_adapters_to_merge
+
+    names = check_adapters_to_merge(holder, adapter_names)
+    ordered = [n for n in holder.active_adapters if n in names] + [n for n in names if n not in holder.active_adapters]
+    return list(reversed([n for n in ordered if n in holder.head_index]))
 
 
 def check_plain_projection(site: HeadSite) -> None:

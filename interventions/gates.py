@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import check_adapters_to_merge
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable
+from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable, merge_order
 from headwise.tuner import HeadTuner
 
 from .config import HeadGateConfig
@@ -85,9 +84,7 @@ class HeadGateLayer(HeadLayer):
             )
 
     def merge_order(self, adapter_names: list[str] | None) -> list[str]:
-        names = check_adapters_to_merge(self, adapter_names)
-        ordered = [n for n in self.active_adapters if n in names] + [n for n in names if n not in self.active_adapters]
-        return list(reversed([n for n in ordered if n in self.head_index]))
+        return merge_order(self, adapter_names)
 
     def check_finite(self, adapter_names: list[str] | None) -> None:
         for name in self.merge_order(adapter_names):

@@ -16,9 +16,8 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable
+from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable, merge_order
 from headwise.tuner import HeadTuner
-from peft.tuners.tuners_utils import check_adapters_to_merge
 
 from .config import LofitConfig
 
@@ -93,12 +92,7 @@ class LofitLayer(HeadLayer):
         check_plain_projection(self.site)
 
     def merge_order(self, adapter_names: list[str] | None) -> list[str]:
-        """The adapters to fold, last applied first (folding puts an edit in front of the projection).
-
-        Named adapters are merged whether active or not (PEFT's contract); by default the active ones."""
-        names = check_adapters_to_merge(self, adapter_names)
-        ordered = [n for n in self.active_adapters if n in names] + [n for n in names if n not in self.active_adapters]
-        return list(reversed([n for n in ordered if n in self.head_index]))
+        return merge_order(self, adapter_names)
 
     def check_finite(self, adapter_names: list[str] | None) -> None:
         """Raise PEFT's ValueError for NaN / inf weights, naming the adapter and the layer."""
