@@ -28,7 +28,7 @@ __all__ = ["override_attention", "block_keys", "uniform_pattern"]
 
 def uniform_pattern(keys: torch.Tensor) -> torch.Tensor:
     """(B, T) fp32 attention spread evenly over the selected keys of each row (e.g. the distractors)."""
-    keys = check_positions(keys, keys.shape[0] if isinstance(keys, torch.Tensor) else 0, "keys")
+    keys = check_positions(keys, what="keys")
     counts = keys.sum(-1, keepdim=True)
     if (counts == 0).any():
         raise ValueError(f"rows {torch.nonzero(counts[:, 0] == 0).flatten().tolist()} select no key to attend to")
@@ -54,7 +54,7 @@ def override_attention(
     """
     if not patterns:
         raise ValueError("override_attention() got no heads")
-    queries = check_positions(queries, getattr(queries, "shape", (0,))[0], "queries")
+    queries = check_positions(queries, what="queries")
     sites = sites_for(model, [int(layer) for layer, _ in patterns])
     weights = {}
     for (layer, head), pattern in patterns.items():
@@ -115,7 +115,7 @@ def block_keys(
     if not heads:
         raise ValueError("block_keys() got no heads")
     check_mask_backend(model, "block_keys")
-    keys = check_positions(keys, getattr(keys, "shape", (0,))[0], "keys")
+    keys = check_positions(keys, what="keys")
     if queries is not None:
         queries = check_positions(queries, keys.shape[0], "queries")
     sites = sites_for(model, [layer for layer, _ in heads])

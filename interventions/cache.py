@@ -3,7 +3,6 @@ plus what attribution needs from it (the final norm's input and output, the logi
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch

@@ -64,7 +64,7 @@ def _normalise(edits: Mapping[tuple[int, int], PatchValue], sites, batch: int | 
 def patch(model: nn.Module, edits: Mapping[tuple[int, int], PatchValue], positions: torch.Tensor | None = None) -> Iterator[None]:
     """Patch the given heads' outputs inside the ``with`` block; the model is unchanged after it."""
     if positions is not None:
-        positions = check_positions(positions, getattr(positions, "shape", (0,))[0])
+        positions = check_positions(positions)
     sites = sites_for(model, [int(layer) for layer, _ in edits])
     plan = _normalise(edits, sites, None if positions is None else positions.shape[0])
     by_layer = {layer: [(head, *plan[(layer, head)]) for head in heads] for layer, heads in group_by_layer(plan).items()}

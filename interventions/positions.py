@@ -106,11 +106,11 @@ def span_positions(encoding, texts: Sequence[str], spans: Sequence[str | tuple[i
     return chosen
 
 
-def check_positions(positions: torch.Tensor, batch: int, what: str = "positions") -> torch.Tensor:
-    """A (B, T) boolean mask, or a clear error."""
+def check_positions(positions: torch.Tensor, batch: int | None = None, what: str = "positions") -> torch.Tensor:
+    """A (B, T) boolean mask (of ``batch`` rows, when given), or a clear error."""
     if not isinstance(positions, torch.Tensor) or positions.dim() != 2 or positions.dtype != torch.bool:
         raise ValueError(f"{what} must be a (batch, tokens) bool tensor from a selector (e.g. interventions.last_token(mask)), got "
                          f"{type(positions).__name__} {tuple(getattr(positions, 'shape', ()))}")
-    if positions.shape[0] != batch:
+    if batch is not None and positions.shape[0] != batch:
         raise ValueError(f"{what} has {positions.shape[0]} rows but the batch has {batch}")
     return positions

@@ -12,7 +12,7 @@ import headwise
 from headwise import AdapterConfig, register_method
 from headwise.adapter import HeadLayer
 from headwise.tuner import HeadTuner
-from tiny_models import tiny_model
+from tiny_models import tiny_model, train_on_ids
 
 
 class GainLayer(HeadLayer):
@@ -100,14 +100,7 @@ def test_the_toy_method_wraps_saves_reloads_and_unloads(tmp_path):
 def test_the_toy_method_trains():
     model = headwise.wrap(tiny_model("llama"), GainConfig(heads=[(1, 0), (1, 2)]))
     ids = torch.tensor([[3, 9, 17, 40, 5, 8, 11]])
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    losses = []
-    for _ in range(20):
-        loss = model(input_ids=ids, labels=ids).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_on_ids(model, ids, steps=20)
     assert losses[-1] < losses[0]
 
 

@@ -13,10 +13,10 @@ from soft_injection import SoftInjectionConfig, inject
 from zerotuning import ZeroTuningConfig
 
 
-@pytest.fixture(scope="module")
-def base():
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda seed: f"seed{seed}")
+def base(request):
     disable_progress_bars()
-    model, _ = R.train_regression(1, steps=300, lr=1e-2, seed=0)
+    model, _ = R.train_regression(1, steps=300, lr=1e-2, seed=request.param)
     return model
 
 

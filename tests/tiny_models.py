@@ -104,3 +104,16 @@ def hook_count(model) -> int:
 
 def module_tree(model) -> list[tuple[str, str]]:
     return [(name, type(module).__name__) for name, module in model.named_modules()]
+
+
+def train_on_ids(model, ids, steps: int = 20, lr: float = 0.1) -> list[float]:
+    """Adam on the trainable parameters, language-modelling ``ids``; returns the losses."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return losses
