@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -57,3 +59,34 @@ def save_figure(fig, name: str) -> Path:
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
     return path
+
+
+def interleaved_ratios(runs: dict[str, Callable[[], float]], reference: str, repeats: int, seed: int = 0,
+                       warmup: int = 2) -> dict[str, list[float]]:
+    """Time every run once per round in a shuffled order (after ``warmup`` calls each); per round, each
+    run's time over ``reference``'s time in the same round. A run returns its own elapsed seconds."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    rng = random.Random(seed)
+    ratios = {name: [] for name in runs if name != reference}
+    for _ in range(repeats):
+        order = list(runs)
+        rng.shuffle(order)
+        times = {name: runs[name]() for name in order}
+        for name in ratios:
+            ratios[name].append(times[name] / times[reference])
+    return ratios
+
+
+def median(values) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def bootstrap_median(values, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the median."""
+    rng = random.Random(seed)
+    medians = sorted(median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws)]

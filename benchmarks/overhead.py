@@ -1,12 +1,12 @@
 """Inference cost of headwise adapters against the bare model, measured side by side in one run.
 
-    .venv/bin/python benchmarks/overhead.py [--quick] [--repeats 15] [--json out.json]
+    .venv/bin/python benchmarks/overhead.py [--quick] [--repeats 10] [--json out.json]
 
 SmolLM2-135M-Instruct, prefill of batch 8 x 128 tokens and one decoding step (batch 8, 128 cached tokens),
 for the bare model, LoFiT on 10% of heads and on all heads, soft injection and ZeroTuning on all heads,
 and merged LoFiT (10%), under sdpa and eager. Every round times each variant once in a shuffled order
-(after a warm-up); a variant's figure is the median of its per-round ratio to the bare model of the same
-round, with a 95% bootstrap interval over the rounds.
+(after a warm-up; decode steps get 3x as many rounds); a variant's figure is the median of its per-round
+ratio to the bare model of the same round, with a 95% bootstrap interval over the rounds.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import random
 import time
 from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table, pyplot, save_figure
+from common import bootstrap_median, interleaved_ratios, machine, markdown_table, median, pyplot, save_figure
 
 import headwise
 from headwise.heads import top_k_heads
@@ -31,17 +30,24 @@ from zerotuning import ZeroTuningConfig
 
 
 
-def variants(base) -> dict[str, torch.nn.Module]:
-    """The models to time: independent copies of ``base``, each adapted with non-identity weights."""
+VARIANTS = ["bare", "LoFiT 10% heads", "LoFiT all heads", "soft injection all heads", "ZeroTuning all heads", "LoFiT 10% merged"]
+
+
+def variants(base, names=VARIANTS) -> dict[str, torch.nn.Module]:
+    """The models to time, each an independent copy of ``base`` (so all weights sit in the same kind of memory:
+    a loaded checkpoint may be file-backed, a copy is not), adapted with non-identity weights."""
     sites = headwise.find_head_sites(base)
     scores = torch.rand(len(sites), sites[0].num_heads, generator=torch.Generator().manual_seed(0))
     tenth = top_k_heads(scores, 0.1)
-    out = {"bare": base}
-    out["LoFiT 10% heads"] = headwise.wrap(copy.deepcopy(base), LofitConfig(heads=tenth, init_weights=False))
-    out["LoFiT all heads"] = headwise.wrap(copy.deepcopy(base), LofitConfig(heads="all", init_weights=False))
-    out["soft injection all heads"] = inject(copy.deepcopy(base), torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim))
-    out["ZeroTuning all heads"] = headwise.wrap(copy.deepcopy(base), ZeroTuningConfig(heads="all", gamma=1.5))
-    out["LoFiT 10% merged"] = headwise.wrap(copy.deepcopy(base), LofitConfig(heads=tenth, init_weights=False)).merge_and_unload()
+    builders = {
+        "bare": lambda: copy.deepcopy(base),
+        "LoFiT 10% heads": lambda: headwise.wrap(copy.deepcopy(base), LofitConfig(heads=tenth, init_weights=False)),
+        "LoFiT all heads": lambda: headwise.wrap(copy.deepcopy(base), LofitConfig(heads="all", init_weights=False)),
+        "soft injection all heads": lambda: inject(copy.deepcopy(base), torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim)),
+        "ZeroTuning all heads": lambda: headwise.wrap(copy.deepcopy(base), ZeroTuningConfig(heads="all", gamma=1.5)),
+        "LoFiT 10% merged": lambda: builders["LoFiT 10% heads"]().merge_and_unload(),
+    }
+    out = {name: builders[name]() for name in names}
     for model in out.values():
         model.eval()
     return out
@@ -73,39 +79,16 @@ def timers(batch: int, length: int, vocab: int):
     return {"prefill": prefill, "decode step": decode}
 
 
-def bootstrap(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    medians = sorted(sorted(rng.choices(ratios, k=len(ratios)))[len(ratios) // 2] for _ in range(draws))
-    return medians[int(0.025 * draws)], medians[int(0.975 * draws)]
-
-
-@torch.no_grad()
-def measure(models, timer, repeats: int, seed: int) -> dict[str, list[float]]:
-    rng = random.Random(seed)
-    names = list(models)
-    for name in names:  # warm-up (and the decode cache)
-        timer(models[name])
-        timer(models[name])
-    ratios = {name: [] for name in names if name != "bare"}
-    for _ in range(repeats):
-        order = names[:]
-        rng.shuffle(order)
-        times = {name: timer(models[name]) for name in order}
-        for name in ratios:
-            ratios[name].append(times[name] / times["bare"])
-    return ratios
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=10, help="prefill rounds (decode steps: 3x as many)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="5 rounds, eager only: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, sdpa only: a smoke run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     disable_progress_bars()
-    repeats = 5 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats
     backends = ("sdpa",) if args.quick else ("sdpa", "eager")
     results = {}
     rows = []
@@ -113,20 +96,22 @@ def main() -> None:
         base, _ = headwise.load_bundled_model(attn_implementation=backend)
         models = variants(base)
         for phase, timer in timers(args.batch, args.length, base.config.vocab_size).items():
-            ratios = measure(models, timer, repeats, seed=len(rows))
+            rounds = repeats * (3 if phase == "decode step" else 1)  # a decode step is ~15x shorter and noisier
+            runs = {name: (lambda model=model: timer(model)) for name, model in models.items()}
+            with torch.no_grad():
+                ratios = interleaved_ratios(runs, "bare", rounds, seed=len(rows))
             for name, values in ratios.items():
-                median = sorted(values)[len(values) // 2]
-                low, high = bootstrap(values)
-                results[f"{backend} / {phase} / {name}"] = {"median": median, "ci95": [low, high], "ratios": values}
-                rows.append([backend, phase, name, f"{median:.3f}", f"[{low:.3f}–{high:.3f}]"])
+                middle, (low, high) = median(values), bootstrap_median(values)
+                results[f"{backend} / {phase} / {name}"] = {"median": middle, "ci95": [low, high], "ratios": values}
+                rows.append([backend, phase, name, f"{middle:.3f}", f"[{low:.3f}–{high:.3f}]"])
         del models, base
     print(f"# Inference overhead vs the bare model ({machine()})\n")
-    print(f"Batch {args.batch} x {args.length} tokens; {repeats} interleaved rounds after a warm-up; median of per-round ratios, "
-          "95% bootstrap interval.\n")
+    print(f"Batch {args.batch} x {args.length} tokens; {repeats} interleaved prefill rounds and {3 * repeats} decode-step rounds "
+          "after a warm-up; median of per-round ratios, 95% bootstrap interval.\n")
     print(markdown_table(["attention", "phase", "variant", "time / bare", "95% CI"], rows))
     _plot(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
 
 
 def _plot(results) -> None:

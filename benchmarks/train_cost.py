@@ -1,6 +1,6 @@
 """Training cost of headwise methods against PEFT LoRA and IA3, measured side by side in one run.
 
-    .venv/bin/python benchmarks/train_cost.py [--quick] [--repeats 7] [--json out.json]
+    .venv/bin/python benchmarks/train_cost.py [--quick] [--repeats 5] [--json out.json]
 
 One optimiser step (forward, backward, AdamW) on the same batch (8 x 128 tokens) of SmolLM2-135M-Instruct
 for LoFiT (27 heads = 10%, placed in the first, middle or last three layers, and on all heads), soft
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import machine, markdown_table
+from common import interleaved_ratios, machine, markdown_table, median
 
 METHODS = ["LoRA r=8 q,v", "IA3", "LoFiT 10%, layers 0-2", "LoFiT 10%, layers 13-15", "LoFiT 10%, layers 27-29",
            "LoFiT all heads", "soft injection all heads", "ZeroTuning all heads"]
@@ -96,7 +95,7 @@ def peak_memory_child(name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="3 rounds, no memory processes")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -113,16 +112,8 @@ def main() -> None:
     import copy
 
     steps = {name: stepper(build(name, copy.deepcopy(base)), data) for name in METHODS}
-    for step in steps.values():  # warm-up
-        step()
-    rng = random.Random(0)
-    ratios = {name: [] for name in METHODS}
-    for _ in range(repeats):
-        order = METHODS[:]
-        rng.shuffle(order)
-        times = {name: steps[name]() for name in order}
-        for name in METHODS:
-            ratios[name].append(times[name] / times[METHODS[0]])
+    ratios = interleaved_ratios(steps, METHODS[0], repeats, warmup=1)
+    ratios = {METHODS[0]: [1.0] * repeats, **ratios}
     memory = {}
     if not args.quick:
         for name in METHODS:
@@ -130,15 +121,15 @@ def main() -> None:
             memory[name] = int(out.stdout.strip().splitlines()[-1])
     rows = []
     for name in METHODS:
-        median = sorted(ratios[name])[len(ratios[name]) // 2]
+        middle = median(ratios[name])
         mem = f"{memory[name] / memory[METHODS[0]]:.3f} ({memory[name] / 1024:.0f} MiB)" if memory else "-"
-        rows.append([name, f"{median:.3f} [{min(ratios[name]):.3f}–{max(ratios[name]):.3f}]", mem])
+        rows.append([name, f"{middle:.3f} [{min(ratios[name]):.3f}–{max(ratios[name]):.3f}]", mem])
     print(f"# Training step cost vs PEFT LoRA ({machine()})\n")
     print(f"Batch 8 x 128 tokens, AdamW; {repeats} interleaved rounds after a warm-up: median [min–max] of the per-round "
           "ratio to LoRA. Peak memory: peak RSS of a fresh process during three steps (reset after loading), ratio to LoRA's.\n")
     print(markdown_table(["method", "step time / LoRA", "peak memory / LoRA"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"ratios": ratios, "peak_rss_kib": memory}, indent=1))
+        args.json.write_text(json.dumps({"machine": machine(), "ratios": ratios, "peak_rss_kib": memory}, indent=1))
 
 
 if __name__ == "__main__":

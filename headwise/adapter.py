@@ -133,6 +133,11 @@ class HeadLayer(nn.Module, BaseTunerLayer):
             return []
         return [a for a in self.active_adapters if a in self.head_index and a not in self.merged_adapters]
 
+    def acts_on_call(self) -> bool:
+        """Whether ``edit_heads`` changes anything in the call in progress (False skips the head-output hook;
+        e.g. soft injection acts on the prefill only)."""
+        return True
+
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
         """The method's math: ``heads`` is the fp32 ``(B, T, H, d)`` view of the head outputs."""
         raise NotImplementedError
@@ -153,14 +158,14 @@ class HeadLayer(nn.Module, BaseTunerLayer):
     def _edit_output_input(self, module: nn.Module, args: tuple) -> tuple | None:
         x = args[0]
         adapters = self.applied_adapters()
-        if not adapters or self._takes_fp32_path(module, x):
+        if not adapters or not self.acts_on_call() or self._takes_fp32_path(module, x):
             return None
         return (self._edited_heads(x, adapters).to(x.dtype), *args[1:])
 
     def _recompute_low_precision_output(self, module: nn.Module, args: tuple, output: torch.Tensor):
         x = args[0]
         adapters = self.applied_adapters()
-        if not adapters or not self._takes_fp32_path(module, x):
+        if not adapters or not self.acts_on_call() or not self._takes_fp32_path(module, x):
             return None
         return _project(module, self._edited_heads(x, adapters)).to(output.dtype)
 

@@ -65,12 +65,13 @@ class HeadGateLayer(HeadLayer):
 
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
         gain, shift = self.affine(adapter_name)
-        gated = heads * gain + shift  # (B, T, H, d)
+        gated = torch.addcmul(shift, heads, gain)  # (B, T, H, d)
         positions = self.gate_positions.get(adapter_name)
         if positions is None:
             return gated
         call = self.call
-        rows = select_real_positions(call.real_keys(), positions)[:, call.past_length:call.past_length + call.q_len]
+        rows = call.shared(f"gate positions {positions}", lambda: select_real_positions(call.real_keys(), positions))
+        rows = rows[:, call.past_length:call.past_length + call.q_len]
         return torch.where(rows.to(heads.device)[:, :, None, None], gated, heads)
 
     # -- merge ----------------------------------------------------------------------------------

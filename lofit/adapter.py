@@ -55,6 +55,8 @@ class LofitLayer(HeadLayer):
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
         # heads: (B, T, H, d) fp32; gain and shift broadcast as (H, d)
         gain, shift = self.gain_and_shift(adapter_name)
+        if gain is not None and shift is not None:
+            return torch.addcmul(shift, heads, gain)  # one pass over the heads
         if gain is not None:
             heads = heads * gain
         if shift is not None:

@@ -49,8 +49,14 @@ class SoftInjectionLayer(HeadLayer):
         self._last_positions: torch.Tensor | None = None  # (B,) last real token per row, or None = position -1
 
     def on_attention_call(self, call, args, kwargs):
-        self._last_positions = last_real_positions(call.attention_mask, call.q_len) if call.is_prefill else None
+        if call.is_prefill:  # once per forward pass, shared by the layers
+            self._last_positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))
+        else:
+            self._last_positions = None
         return None
+
+    def acts_on_call(self) -> bool:
+        return self.call is None or self.call.is_prefill  # decoding steps see the injection through the cache
 
     @classmethod
     def state_names(cls, config: SoftInjectionConfig) -> tuple[set[str], set[str]]:
@@ -69,8 +75,6 @@ class SoftInjectionLayer(HeadLayer):
         return self.full_head_tensor(torch.sigmoid(self.soft_injection_theta[adapter_name]), adapter_name, fill=0.0)
 
     def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        if self.call is not None and not self.call.is_prefill:
-            return heads
         alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
         task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
         positions = self._last_positions

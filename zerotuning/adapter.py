@@ -18,9 +18,20 @@ from headwise.tuner import HeadTuner
 
 from .config import ZeroTuningConfig
 
-__all__ = ["ZeroTuningLayer", "ZeroTuningModel", "SUPPORTED_ATTENTION"]
+__all__ = ["ZeroTuningLayer", "ZeroTuningModel", "SUPPORTED_ATTENTION", "initial_key_mask"]
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
+
+
+def initial_key_mask(call, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(additive, initial), both (B, 1, Tq, Tk) in ``dtype``: the call's additive attention mask, and 1 at
+    each row's first real key wherever that key may be attended (0 elsewhere). The same for every layer
+    of a forward pass, so it is built once per mask (``AttentionCall.shared``)."""
+    allowed, additive = call.masks(dtype)
+    first_key = allowed[:, 0, -1, :].int().argmax(-1)  # (B,) first non-pad key of each row
+    keys = torch.arange(allowed.shape[-1], device=allowed.device)
+    at_first = (keys[None, :] == first_key[:, None])[:, None, None, :]  # (B, 1, 1, Tk)
+    return additive, (at_first & allowed).to(dtype)
 
 
 class ZeroTuningLayer(HeadLayer):
@@ -52,24 +63,24 @@ class ZeroTuningLayer(HeadLayer):
         adapters = self.applied_adapters()
         if not adapters:
             return None
-        return sum(self.full_head_tensor(self.zerotuning_log_gamma[a], a, fill=0.0) for a in adapters)
+        total = self.full_head_tensor(self.zerotuning_log_gamma[adapters[0]], adapters[0], fill=0.0)
+        for name in adapters[1:]:
+            total = total + self.full_head_tensor(self.zerotuning_log_gamma[name], name, fill=0.0)
+        return total
 
     def on_attention_call(self, call, args: tuple, kwargs: dict):
         log_gamma = self.log_gamma()
         if log_gamma is None:
             return None
-        hidden, q_len, past = call.hidden_states, call.q_len, call.past_length
-        if self.sliding_window is not None and past + q_len > self.sliding_window:
+        if self.sliding_window is not None and call.k_len > self.sliding_window:
             raise ValueError(
                 f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
-                f"{past + q_len} long: its initial token is out of the window. Target full-attention layers only."
+                f"{call.k_len} long: its initial token is out of the window. Target full-attention layers only."
             )
-        allowed, additive = call.masks()
-        first_key = allowed[:, 0, -1, :].int().argmax(-1)  # (B,) first non-pad key of each row
-        one_hot = torch.nn.functional.one_hot(first_key, allowed.shape[-1]).float()  # (B, Tk)
-        bias = one_hot[:, None, None, :] * log_gamma.to(one_hot.device)[None, :, None, None]  # (B, H, 1, Tk)
-        dtype = hidden.dtype if hidden.dtype.is_floating_point else torch.float32
-        kwargs["attention_mask"] = (additive + bias * allowed).to(dtype)  # (B, H, Tq, Tk)
+        dtype = call.hidden_states.dtype if call.hidden_states.dtype.is_floating_point else torch.float32
+        additive, initial = call.shared(f"zerotuning {dtype}", lambda: initial_key_mask(call, dtype))
+        # (B, 1, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
+        kwargs["attention_mask"] = torch.addcmul(additive, initial, log_gamma.to(additive)[None, :, None, None])
         return args, kwargs
 
     def check_mergeable(self) -> None:

@@ -1,0 +1,141 @@
+"""How the adapters' cost grows with sequence length, batch size and the number of adapted heads.
+
+    .venv/bin/python benchmarks/scaling.py [--quick] [--repeats 5] [--json out.json]
+
+SmolLM2-135M-Instruct (sdpa). Inference: prefill time of LoFiT (10% of heads), soft injection and
+ZeroTuning (all heads) over the bare model. Training: one AdamW step of LoFiT (10% of heads in the
+middle or last three layers) and ZeroTuning (all heads) over PEFT LoRA (r = 8, q/v). Both at three
+sequence lengths (batch 2) and three batch sizes (128 tokens); then LoFiT on 9 heads up to all 270
+(the top of a random score, so spread over the layers) at batch 2 x 128. Every cell is its own
+interleaved run: median of the per-round ratios, 95% bootstrap interval. Plot: plots/scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from common import bootstrap_median, interleaved_ratios, machine, markdown_table, median, pyplot, save_figure
+from overhead import timers, variants
+from train_cost import batch, build, stepper
+
+import headwise
+from headwise.heads import top_k_heads
+from headwise.progress import disable_progress_bars
+from lofit import LofitConfig
+
+LENGTHS = [64, 128, 256]  # at batch 2
+BATCHES = [1, 2, 4]  # at 128 tokens
+GRID = [(2, length) for length in LENGTHS] + [(size, 128) for size in BATCHES if size != 2]
+INFERENCE = ["bare", "LoFiT 10% heads", "soft injection all heads", "ZeroTuning all heads"]
+TRAINING = ["LoRA r=8 q,v", "LoFiT 10%, layers 13-15", "LoFiT 10%, layers 27-29", "ZeroTuning all heads"]
+HEAD_COUNTS = [9, 27, 81, 135, 270]
+
+
+def summarise(ratios: dict[str, list[float]]) -> dict[str, dict]:
+    return {name: {"median": median(v), "ci95": list(bootstrap_median(v)), "ratios": v} for name, v in ratios.items()}
+
+
+def grid_cells(base, repeats: int) -> dict[str, dict]:
+    """Prefill over bare and step time over LoRA at every (batch, length) of GRID."""
+    models = variants(base, INFERENCE)
+    trainers = {name: build(name, copy.deepcopy(base)) for name in TRAINING}
+    out = {}
+    for seed, (size, length) in enumerate(GRID):
+        prefill = timers(size, length, base.config.vocab_size)["prefill"]
+        runs = {name: (lambda model=model: prefill(model)) for name, model in models.items()}
+        with torch.no_grad():
+            out[f"prefill / bare, {size} x {length}"] = summarise(interleaved_ratios(runs, "bare", repeats, seed))
+        data = batch(base.config.vocab_size, size, length)
+        steps = {name: stepper(model, data) for name, model in trainers.items()}
+        out[f"train step / LoRA, {size} x {length}"] = summarise(interleaved_ratios(steps, TRAINING[0], repeats, seed, warmup=1))
+    return out
+
+
+def head_sweep(base, repeats: int, size: int = 2, length: int = 128) -> dict[str, dict]:
+    """LoFiT on a growing number of heads: prefill over bare, step time over LoRA."""
+    sites = headwise.find_head_sites(base)
+    scores = torch.rand(len(sites), sites[0].num_heads, generator=torch.Generator().manual_seed(0))
+    adapted = {f"LoFiT {k} heads": headwise.wrap(copy.deepcopy(base), LofitConfig(heads=top_k_heads(scores, k), init_weights=False))
+               for k in HEAD_COUNTS}
+    prefill = timers(size, length, base.config.vocab_size)["prefill"]
+    models = {"bare": copy.deepcopy(base), **adapted}
+    for model in models.values():
+        model.eval()
+    runs = {name: (lambda model=model: prefill(model)) for name, model in models.items()}
+    with torch.no_grad():
+        inference = summarise(interleaved_ratios(runs, "bare", repeats, seed=10))
+    data = batch(base.config.vocab_size, size, length)
+    steps = {"LoRA r=8 q,v": stepper(build("LoRA r=8 q,v", copy.deepcopy(base)), data)}
+    steps.update({name: stepper(model, data) for name, model in adapted.items()})
+    training = summarise(interleaved_ratios(steps, "LoRA r=8 q,v", repeats, seed=11, warmup=1))
+    return {f"prefill / bare, heads, {size} x {length}": inference, f"train step / LoRA, heads, {size} x {length}": training}
+
+
+def table(results: dict[str, dict]) -> str:
+    rows = []
+    for cell, ratios in results.items():
+        for name, figure in ratios.items():
+            low, high = figure["ci95"]
+            rows.append([cell, name, f"{figure['median']:.3f}", f"[{low:.3f}–{high:.3f}]"])
+    return markdown_table(["measure, shape", "variant", "ratio", "95% CI"], rows)
+
+
+def plot(results: dict[str, dict]) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    axes_for = {("prefill", "length"): axes[0, 0], ("prefill", "batch"): axes[0, 1], ("prefill", "heads"): axes[0, 2],
+                ("train", "length"): axes[1, 0], ("train", "batch"): axes[1, 1], ("train", "heads"): axes[1, 2]}
+    for kind, reference in (("prefill", "bare"), ("train", "LoRA")):
+        grid = {key: value for key, value in results.items() if key.startswith(kind) and ", heads," not in key}
+        shape = {key: tuple(int(v) for v in key.rsplit(", ", 1)[1].split(" x ")) for key in grid}
+        for axis_name, fixed, varying in (("length", lambda s: s[0] == 2, 1), ("batch", lambda s: s[1] == 128, 0)):
+            ax = axes_for[(kind, axis_name)]
+            keys = sorted((k for k in grid if fixed(shape[k])), key=lambda k: shape[k][varying])
+            for name in grid[keys[0]]:
+                x = [shape[k][varying] for k in keys]
+                ax.errorbar(x, [grid[k][name]["median"] for k in keys], fmt="o-", label=name, capsize=3,
+                            yerr=[[grid[k][name]["median"] - grid[k][name]["ci95"][0] for k in keys],
+                                  [grid[k][name]["ci95"][1] - grid[k][name]["median"] for k in keys]])
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("sequence length (batch 2)" if axis_name == "length" else "batch size (128 tokens)")
+            ax.set_ylabel(f"{kind} time / {reference}")
+            ax.legend(fontsize=7)
+        heads = next(value for key, value in results.items() if key.startswith(kind) and ", heads," in key)
+        ax = axes_for[(kind, "heads")]
+        names = [n for n in heads if n.startswith("LoFiT")]
+        x = [int(n.split()[1]) for n in names]
+        ax.errorbar(x, [heads[n]["median"] for n in names], fmt="o-", capsize=3, label="LoFiT",
+                    yerr=[[heads[n]["median"] - heads[n]["ci95"][0] for n in names], [heads[n]["ci95"][1] - heads[n]["median"] for n in names]])
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("adapted heads (batch 2 x 128)")
+        ax.set_ylabel(f"{kind} time / {reference}")
+    return save_figure(fig, "scaling.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds per cell: a smoke run")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    disable_progress_bars()
+    repeats = 2 if args.quick else args.repeats
+    base, _ = headwise.load_bundled_model(attn_implementation="sdpa")
+    results = {**grid_cells(base, repeats), **head_sweep(base, repeats)}
+    print(f"# Cost against sequence length, batch size and adapted heads ({machine()})\n")
+    print(f"{repeats} interleaved rounds per cell after a warm-up; median of per-round ratios, 95% bootstrap interval.\n")
+    print(table(results))
+    plot(results)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
