@@ -25,11 +25,10 @@ test: setup
 demo: setup
 	$(PY) examples/lofit_demo.py
 
-# Cost against the bare model and PEFT, side by side in one run each (about 20 minutes on 2 cores).
+# Every benchmark in one run: cost against the bare model and PEFT (overhead, training step, scaling) and quick
+# modes of the accuracy benchmarks; JSON in benchmarks/out/, a dated section appended to benchmarks/RESULTS.md.
 bench: setup
-	mkdir -p benchmarks/out
-	cd benchmarks && ../$(PY) overhead.py --json out/overhead.json
-	cd benchmarks && ../$(PY) train_cost.py --json out/train_cost.json
+	cd benchmarks && ../$(PY) bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,6 +15,29 @@ REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if REFERENCE_DATA.is_dir():
     os.environ.setdefault("HEADWISE_DATA", str(REFERENCE_DATA))
 
+def apply_quick(args, quick: dict):
+    """With ``--quick``: the benchmark's small settings (named in its --help), so a run takes minutes."""
+    if getattr(args, "quick", False):
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
+def quick_help(quick: dict) -> str:
+    """The --quick help text, naming the settings (escaped for argparse's %-formatting)."""
+    return ("minutes, not hours: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())).replace("%", "%%")
+
+
+def write_json(path: Path, **payload) -> None:
+    """The figures of a run as JSON, with the command and the machine, for tools to read."""
+    import json
+    import sys
+
+    payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), **payload}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1, default=str))
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 

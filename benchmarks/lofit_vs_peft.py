@@ -24,13 +24,12 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
+from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.heads import head_count, top_k_heads  # noqa: E402
@@ -39,6 +38,7 @@ from lofit import select_heads, train_offsets  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 LORA = "PEFT LoRA r=8 (q,v)"
+QUICK = {"tasks": ["country-capital"], "n_train": 40, "n_test": 24, "epochs": 2, "min_steps": 10, "rows": ["LoRA", "LoFiT 10% heads"]}
 
 
 def evaluate(model, tokenizer, test, shots=()):
@@ -86,7 +86,7 @@ def run_task(name, args, tokenizer, log, seed):
 
     selection = {}
 
-    def lofit(k, l1=args.l1, min_steps=40, bare=False, **offset_args):
+    def lofit(k, l1=args.l1, min_steps=args.min_steps, bare=False, **offset_args):
         phase1 = (l1, min_steps, bare)
         rows, valid = (bare_rows, bare_valid) if bare else (fit_rows, valid_rows)
 
@@ -131,8 +131,8 @@ def run_task(name, args, tokenizer, log, seed):
         rows[label] = (*evaluate(model, tokenizer, test), trainable(model), seconds)
         log(f"  {label}: acc {rows[label][0]:.2f}/{rows[label][1]:.2f} params {rows[label][2]} {seconds:.0f}s")
         del model
-    if (args.l1, 40, False) in selection and seed == args.seeds[0]:
-        selection[(args.l1, 40, False)][0].plot(Path(args.out) / f"lofit_heads_{name}.png", title=f"LoFiT ||A||: {name}")
+    if (args.l1, args.min_steps, False) in selection and seed == args.seeds[0]:
+        selection[(args.l1, args.min_steps, False)][0].plot(Path(args.out) / f"lofit_heads_{name}.png", title=f"LoFiT ||A||: {name}")
     return rows
 
 
@@ -152,9 +152,12 @@ def main():
                         help="add LoFiT rows: scale + offset, raw offsets, phase-1 l1 1e-2, phase 1 >= 120 steps, 20%% of heads")
     parser.add_argument("--rows", nargs="+", default=None,
                         help="run only the trained rows whose label contains one of these strings (baselines always run)")
+    parser.add_argument("--min-steps", type=int, default=40, help="phase-1 (head selection) steps at least")
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
+    parser.add_argument("--json", type=Path, help="also write the table and the per-seed figures here")
+    args = apply_quick(parser.parse_args(), QUICK)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     _, tokenizer = headwise.load_bundled_model()
@@ -178,18 +181,19 @@ def main():
             mean_spread([task_mean(s, 0) for s in args.seeds], 3), mean_spread([task_mean(s, 1) for s in args.seeds], 3), ratio,
         ])
     text = markdown_table(header, table)
-    print("\n" + text)
+    settings = (f"{args.n_train} training examples (80% trained on, 20% to keep the best epoch), {args.epochs:g} epochs "
+                f"(batch 8) for every trained method; {args.n_test} held-out items per task, zero-shot `Q: x\\nA:` prompts. "
+                f"{seed_note(args.seeds)} Per task: first-token mean [min–max] / exact-match mean.")
+    print(f"\n# LoFiT vs PEFT on SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}")
+    if args.json:
+        write_json(args.json, header=header, rows=table, runs=runs)
     if args.append:
         command = "python " + " ".join(sys.argv)
         with RESULTS.open("a") as handle:
             handle.write(
                 f"\n## LoFiT vs PEFT on SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `{command}`  \nMachine: {machine()}  \n"
-                f"{args.n_train} training examples (80% trained on, 20% to keep the best epoch), {args.epochs:g} epochs "
-                f"(batch 8) for every trained method; {args.n_test} held-out items per task, zero-shot `Q: x\\nA:` prompts. "
-                f"{seed_note(args.seeds)} Per task: first-token mean [min–max] / exact-match mean.\n\n{text}\n"
+                f"Command: `{command}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n"
             )
-
 
 if __name__ == "__main__":
     main()

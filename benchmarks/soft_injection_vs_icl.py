@@ -26,13 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
+from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
 from soft_injection import SoftInjectionConfig, alpha_matrix, extract_task_embedding, fit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
+QUICK = {"tasks": ["antonym"], "losses": ["answer"], "steps": 30, "eval_every": 15, "n_prompts": 12, "n_valid": 12,
+         "n_test": 24, "latency": False}
 TASKS = [
     # abstractive
     "antonym", "country-capital", "english-french", "present-past", "capitalize", "next_item", "prev_item",
@@ -114,7 +116,9 @@ def main():
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
+    parser.add_argument("--json", type=Path, help="also write the table and the per-seed figures here")
+    args = apply_quick(parser.parse_args(), QUICK)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     model, tokenizer = headwise.load_bundled_model()
@@ -143,17 +147,18 @@ def main():
     if args.latency:
         header += [f"one-off cost / one 10-shot query ({args.losses[0]})", "query latency / 10-shot"]
     text = markdown_table(header, rows)
-    print("\n" + text)
+    settings = (f"{len(args.tasks)} Function Vectors tasks; {args.n_test} test items each; theta: {args.steps} Adam steps "
+                f"(lr 0.2, batch 8), validation on {args.n_valid} items every {args.eval_every} steps, best kept; "
+                f"task embedding from {args.n_prompts} ten-shot prompts, shared by both losses. {seed_note(args.seeds)}")
+    print(f"\n# Soft injection vs ICL on SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}")
+    if args.json:
+        write_json(args.json, header=header, rows=rows, runs=runs)
     if args.append:
         with RESULTS.open("a") as handle:
             handle.write(
                 f"\n## Soft injection vs ICL on SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n"
-                f"{len(args.tasks)} Function Vectors tasks; {args.n_test} test items each; theta: {args.steps} Adam steps "
-                f"(lr 0.2, batch 8), validation on {args.n_valid} items every {args.eval_every} steps, best kept; "
-                f"task embedding from {args.n_prompts} ten-shot prompts, shared by both losses. {seed_note(args.seeds)}\n\n{text}\n"
+                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n"
             )
-
 
 if __name__ == "__main__":
     main()

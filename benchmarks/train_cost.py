@@ -6,7 +6,7 @@ One optimiser step (forward, backward, AdamW) on the same batch (8 x 128 tokens)
 for LoFiT (27 heads = 10%, placed in the first, middle or last three layers, and on all heads), soft
 injection and ZeroTuning on all heads, PEFT LoRA (r = 8 on q/v) and IA3. Step time: interleaved rounds
 after a warm-up, the median of each method's per-round ratio to LoRA. Peak memory: each method in a
-fresh process, the peak resident set while it runs three steps (VmHWM, reset after loading) as a ratio
+fresh process, the peak resident set while it runs two steps (VmHWM, reset after loading) as a ratio
 to LoRA's, so no method inherits another's allocations and loading does not count.
 """
 
@@ -81,14 +81,14 @@ def _resident_kib(field: str) -> int:
 
 
 def peak_memory_child(name: str) -> None:
-    """Run in a fresh process: build ``name``, reset the peak-RSS mark (``/proc/self/clear_refs``), run three
+    """Run in a fresh process: build ``name``, reset the peak-RSS mark (``/proc/self/clear_refs``), run two
     steps; print the peak resident set of the steps in KiB (loading the model does not count)."""
     import headwise
 
     base, _ = headwise.load_bundled_model()
     step = stepper(build(name, base), batch(base.config.vocab_size))
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-    for _ in range(3):
+    for _ in range(2):  # the second step holds the optimiser state and the activations at once
         step()
     print(_resident_kib("VmHWM"))
 
@@ -126,7 +126,7 @@ def main() -> None:
         rows.append([name, f"{middle:.3f} [{min(ratios[name]):.3f}–{max(ratios[name]):.3f}]", mem])
     print(f"# Training step cost vs PEFT LoRA ({machine()})\n")
     print(f"Batch 8 x 128 tokens, AdamW; {repeats} interleaved rounds after a warm-up: median [min–max] of the per-round "
-          "ratio to LoRA. Peak memory: peak RSS of a fresh process during three steps (reset after loading), ratio to LoRA's.\n")
+          "ratio to LoRA. Peak memory: peak RSS of a fresh process during two steps (reset after loading), ratio to LoRA's.\n")
     print(markdown_table(["method", "step time / LoRA", "peak memory / LoRA"], rows))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "ratios": ratios, "peak_rss_kib": memory}, indent=1))

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import machine, markdown_table, mean_spread, seed_note  # noqa: E402
+from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import label_accuracy  # noqa: E402
@@ -37,6 +37,7 @@ from headwise.experiments.training import train  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
+QUICK = {"tasks": ["sst2"], "n_test": 24, "n_train": 32, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True}
 GRID = (0.5, 0.8, 1.0, 1.5, 2.5)
 SHOTS = {"sst2": 2, "cb": 1, "rte": 1, "agnews": 2}
 METHODS = ("untuned", "supervised", "unsupervised", "trained")
@@ -73,7 +74,7 @@ def run_task(name, args, base, tokenizer, log, seed):
         log(f"  [{name} {time.perf_counter() - began:6.0f} s] {text}")
 
     ratio = None
-    for shots in (0, SHOTS[name]):
+    for shots in (0,) if args.zero_shot_only else (0, SHOTS[name]):
         demos = task.demonstrations(shots, seed=seed)
         dev_prompts = [task.prompt(r, demos) for r in task.dev]
         test_prompts = [task.prompt(r, demos) for r in task.test]
@@ -134,9 +135,12 @@ def main():
     )
     parser.add_argument("--train-epochs", type=float, default=2)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--zero-shot-only", action="store_true", help="skip the few-shot prompts")
     parser.add_argument("--out", default="benchmarks/plots")
     parser.add_argument("--append", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
+    parser.add_argument("--json", type=Path, help="also write the table here")
+    args = apply_quick(parser.parse_args(), QUICK)
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     base, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
@@ -173,20 +177,21 @@ def main():
     text = markdown_table(header, table)
     ratios = [r for seed in args.seeds for _, r in runs[seed].values() if r is not None]
     overheads = f"{min(ratios):.3f}–{max(ratios):.3f} over {len(ratios)} runs" if ratios else "not measured"
-    print("\n" + text + f"\n\nforward overhead (adapted / bare, all 270 heads, median of 9 interleaved): {overheads}")
+    settings = (f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
+                f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
+                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention. Label accuracy counts every surface "
+                f"form of a label. {seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean "
+                f"(share of generations that are no label), γ per seed.")
+    footer = f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}"
+    print(f"\n# ZeroTuning on classification, SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}\n\n{footer}")
+    if args.json:
+        write_json(args.json, header=header, rows=table, forward_overhead=ratios)
     if args.append:
         with RESULTS.open("a") as handle:
             handle.write(
                 f"\n## ZeroTuning on classification, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n"
-                f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
-                f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
-                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention. Label accuracy counts every surface "
-                f"form of a label. {seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean "
-                f"(share of generations that are no label), γ per seed.\n\n{text}\n\n"
-                f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}\n"
+                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n\n{footer}\n"
             )
-
 
 if __name__ == "__main__":
     main()

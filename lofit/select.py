@@ -23,7 +23,6 @@ import headwise
 from headwise.heads import HeadList, top_k_heads
 from headwise.experiments.training import pad_token_id_of, split_for_validation, train
 
-from .adapter import LofitLayer
 from .config import LofitConfig
 from .units import offset_units_from_data, set_offset_units
 

@@ -4,7 +4,6 @@ is left exactly as it was (``assert_untouched``)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch

@@ -5,7 +5,7 @@ import torch
 
 import headwise
 from lofit import LofitConfig
-from tiny_models import ARCHS, VOCAB, randomize_adapter, tiny_model
+from tiny_models import ARCHS, randomize_adapter, tiny_model
 
 PROMPTS = [[5, 17, 33, 8, 41, 12], [9, 23, 4], [30, 6, 19, 27]]
 

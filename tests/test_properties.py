@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
