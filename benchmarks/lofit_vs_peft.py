@@ -38,7 +38,7 @@ from lofit import select_heads, train_offsets  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 LORA = "PEFT LoRA r=8 (q,v)"
-QUICK = {"tasks": ["country-capital"], "n_train": 40, "n_test": 24, "epochs": 2, "min_steps": 10, "rows": ["LoRA", "LoFiT 10% heads"]}
+QUICK = {"tasks": ["country-capital"], "n_train": 32, "n_test": 20, "epochs": 2, "min_steps": 10, "rows": ["LoRA", "LoFiT 10% heads"]}
 
 
 def evaluate(model, tokenizer, test, shots=()):

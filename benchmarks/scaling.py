@@ -7,7 +7,8 @@ ZeroTuning (all heads) over the bare model. Training: one AdamW step of LoFiT (1
 middle or last three layers) and ZeroTuning (all heads) over PEFT LoRA (r = 8, q/v). Both at three
 sequence lengths (batch 2) and three batch sizes (128 tokens); then LoFiT on 9 heads up to all 270
 (the top of a random score, so spread over the layers) at batch 2 x 128. Every cell is its own
-interleaved run: median of the per-round ratios, 95% bootstrap interval. Plot: plots/scaling.png.
+interleaved run (``--repeats`` rounds from 512 tokens a batch up, proportionally more below): median of the
+per-round ratios, 95% bootstrap interval. Plot: plots/scaling.png.
 """
 
 from __future__ import annotations
@@ -40,19 +41,25 @@ def summarise(ratios: dict[str, list[float]]) -> dict[str, dict]:
     return {name: {"median": median(v), "ci95": list(bootstrap_median(v)), "ratios": v} for name, v in ratios.items()}
 
 
+def rounds_for(repeats: int, size: int, length: int) -> int:
+    """``repeats`` rounds at 512 tokens a batch and above, proportionally more for smaller (cheaper, noisier) ones."""
+    return max(repeats, round(repeats * 512 / (size * length)))
+
+
 def grid_cells(base, repeats: int) -> dict[str, dict]:
     """Prefill over bare and step time over LoRA at every (batch, length) of GRID."""
     models = variants(base, INFERENCE)
     trainers = {name: build(name, copy.deepcopy(base)) for name in TRAINING}
     out = {}
     for seed, (size, length) in enumerate(GRID):
+        rounds = rounds_for(repeats, size, length)
         prefill = timers(size, length, base.config.vocab_size)["prefill"]
         runs = {name: (lambda model=model: prefill(model)) for name, model in models.items()}
         with torch.no_grad():
-            out[f"prefill / bare, {size} x {length}"] = summarise(interleaved_ratios(runs, "bare", repeats, seed))
+            out[f"prefill / bare, {size} x {length}"] = summarise(interleaved_ratios(runs, "bare", rounds, seed))
         data = batch(base.config.vocab_size, size, length)
         steps = {name: stepper(model, data) for name, model in trainers.items()}
-        out[f"train step / LoRA, {size} x {length}"] = summarise(interleaved_ratios(steps, TRAINING[0], repeats, seed, warmup=1))
+        out[f"train step / LoRA, {size} x {length}"] = summarise(interleaved_ratios(steps, TRAINING[0], rounds, seed, warmup=1))
     return out
 
 
@@ -68,11 +75,11 @@ def head_sweep(base, repeats: int, size: int = 2, length: int = 128) -> dict[str
         model.eval()
     runs = {name: (lambda model=model: prefill(model)) for name, model in models.items()}
     with torch.no_grad():
-        inference = summarise(interleaved_ratios(runs, "bare", repeats, seed=10))
+        inference = summarise(interleaved_ratios(runs, "bare", rounds_for(repeats, size, length), seed=10))
     data = batch(base.config.vocab_size, size, length)
     steps = {"LoRA r=8 q,v": stepper(build("LoRA r=8 q,v", copy.deepcopy(base)), data)}
     steps.update({name: stepper(model, data) for name, model in adapted.items()})
-    training = summarise(interleaved_ratios(steps, "LoRA r=8 q,v", repeats, seed=11, warmup=1))
+    training = summarise(interleaved_ratios(steps, "LoRA r=8 q,v", rounds_for(repeats, size, length), seed=11, warmup=1))
     return {f"prefill / bare, heads, {size} x {length}": inference, f"train step / LoRA, heads, {size} x {length}": training}
 
 
@@ -130,7 +137,9 @@ def main() -> None:
     base, _ = headwise.load_bundled_model(attn_implementation="sdpa")
     results = {**grid_cells(base, repeats), **head_sweep(base, repeats)}
     print(f"# Cost against sequence length, batch size and adapted heads ({machine()})\n")
-    print(f"{repeats} interleaved rounds per cell after a warm-up; median of per-round ratios, 95% bootstrap interval.\n")
+    print(f"{repeats} interleaved rounds per cell after a warm-up (x 512 / tokens a batch below 512: "
+          f"{', '.join(f'{rounds_for(repeats, *shape)} at {shape[0]} x {shape[1]}' for shape in GRID)}); median of per-round "
+          "ratios, 95% bootstrap interval.\n")
     print(table(results))
     plot(results)
     if args.json:

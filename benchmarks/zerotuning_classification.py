@@ -37,7 +37,7 @@ from headwise.experiments.training import train  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-QUICK = {"tasks": ["sst2"], "n_test": 24, "n_train": 32, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True}
+QUICK = {"tasks": ["sst2"], "n_test": 20, "n_train": 24, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True}
 GRID = (0.5, 0.8, 1.0, 1.5, 2.5)
 SHOTS = {"sst2": 2, "cb": 1, "rte": 1, "agnews": 2}
 METHODS = ("untuned", "supervised", "unsupervised", "trained")

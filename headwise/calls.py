@@ -62,7 +62,10 @@ class AttentionCall:
     def shared(self, name: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per attention mask (and query length, cached length, batch): later layers
         of the same forward pass get the stored value. For facts that depend on the mask alone; the
-        value is shared, so callers must not edit it in place."""
+        value is shared, so callers must not edit it in place. Under ``torch.compile`` it is plain
+        ``compute()``: the compiler sees the whole graph and dedups the work itself."""
+        if torch.compiler.is_compiling():
+            return compute()
         mask = self.attention_mask
         shape = (self.batch, self.q_len, self.past_length, self.hidden_states.device)
         key = ("no mask", *shape) if mask is None else (id(mask), _version(mask), *shape)

@@ -125,3 +125,27 @@ def test_low_precision_model_keeps_fp32_adapter_and_a_tiny_scale_still_counts(dt
         out = model(input_ids=ids).logits
     assert out.dtype == dtype
     assert (out.float() - bare.float()).abs().max() > 0
+
+
+def _layers_carrying_grad(model, layers, **inputs) -> list[bool]:
+    """Per decoder layer: whether its output is part of the autograd graph in a forward pass."""
+    carried = [None] * len(layers)
+    handles = [layer.register_forward_hook(lambda m, a, out, i=i: carried.__setitem__(i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+               for i, layer in enumerate(layers)]
+    try:
+        model(**inputs).loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return carried
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_backward_stops_at_the_earliest_adapted_layer(first):
+    """Nothing below the adapted heads requires grad, so the backward pass never runs through those layers."""
+    base = tiny_model("llama")
+    model = headwise.wrap(base, LofitConfig(heads=[(layer, 0) for layer in range(first, 3)], init_weights=False))
+    ids = inputs()
+    carried = _layers_carrying_grad(model, base.model.layers, input_ids=ids, labels=ids)
+    assert carried == [layer >= first for layer in range(3)]
+    assert all(p.grad is None for n, p in model.named_parameters() if "lofit_" not in n)

@@ -139,14 +139,16 @@ def test_trainer_bf16_on_cpu_keeps_fp32_adapters(tmp_path):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_torch_compile_same_logits_and_no_graph_breaks_from_our_hooks(method):
     ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6])  # left padding: the mask reaches the hooks
     torch._dynamo.reset()
     base = tiny_model("llama", **SIZE)
     base.set_attn_implementation("sdpa")
     model = prepare(headwise.wrap(base, METHODS[method]()), method).eval()
     with torch.no_grad():
-        expected = model(input_ids=ids).logits
-        explanation = torch._dynamo.explain(base)(input_ids=ids)
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        explanation = torch._dynamo.explain(base)(input_ids=ids, attention_mask=mask)
         assert explanation.graph_break_count == 0, [str(r.reason) for r in explanation.break_reasons]
         assert explanation.graph_count == 1
         compiled = torch.compile(base, backend="eager")  # traced by dynamo; inductor is not run here
-        assert torch.allclose(compiled(input_ids=ids).logits, expected, atol=1e-6)
+        real = mask.bool()
+        assert torch.allclose(compiled(input_ids=ids, attention_mask=mask).logits[real], expected[real], atol=1e-6)
