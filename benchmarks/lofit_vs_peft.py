@@ -29,7 +29,7 @@ from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.heads import head_count, top_k_heads  # noqa: E402
@@ -153,7 +153,7 @@ def main():
     parser.add_argument("--rows", nargs="+", default=None,
                         help="run only the trained rows whose label contains one of these strings (baselines always run)")
     parser.add_argument("--min-steps", type=int, default=40, help="phase-1 (head selection) steps at least")
-    parser.add_argument("--out", default="benchmarks/plots")
+    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--json", type=Path, help="also write the table and the per-seed figures here")

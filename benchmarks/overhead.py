@@ -4,7 +4,8 @@
 
 SmolLM2-135M-Instruct, prefill of batch 8 x 128 tokens and one decoding step (batch 8, 128 cached tokens),
 for the bare model, LoFiT on 10% of heads and on all heads, soft injection and ZeroTuning on all heads,
-and merged LoFiT (10%), under sdpa and eager. Every round times each variant once in a shuffled order
+and merged LoFiT (10%), under sdpa and eager, with a second copy of the bare model as an A/A control and
+the share of each call spent inside headwise's hooks. Every round times each variant once in a shuffled order
 (after a warm-up; decode steps get 2x as many rounds, each the fastest of three steps); a variant's figure is the median of its per-round
 ratio to the bare model of the same round, with a 95% bootstrap interval over the rounds.
 """
@@ -12,6 +13,7 @@ ratio to the bare model of the same round, with a 95% bootstrap interval over th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import time
@@ -22,6 +24,7 @@ import torch
 from common import bootstrap_median, interleaved_ratios, machine, markdown_table, median, pyplot, save_figure
 
 import headwise
+from headwise.adapter import HeadLayer
 from headwise.heads import top_k_heads
 from headwise.progress import disable_progress_bars
 from lofit import LofitConfig
@@ -30,7 +33,7 @@ from zerotuning import ZeroTuningConfig
 
 
 
-VARIANTS = ["bare", "LoFiT 10% heads", "LoFiT all heads", "soft injection all heads", "ZeroTuning all heads", "LoFiT 10% merged"]
+VARIANTS = ["bare", "bare, another copy (A/A control)", "LoFiT 10% heads", "LoFiT all heads", "soft injection all heads", "ZeroTuning all heads", "LoFiT 10% merged"]
 
 
 def variants(base, names=VARIANTS) -> dict[str, torch.nn.Module]:
@@ -41,6 +44,7 @@ def variants(base, names=VARIANTS) -> dict[str, torch.nn.Module]:
     tenth = top_k_heads(scores, 0.1)
     builders = {
         "bare": lambda: copy.deepcopy(base),
+        "bare, another copy (A/A control)": lambda: copy.deepcopy(base),
         "LoFiT 10% heads": lambda: headwise.wrap(copy.deepcopy(base), LofitConfig(heads=tenth, init_weights=False)),
         "LoFiT all heads": lambda: headwise.wrap(copy.deepcopy(base), LofitConfig(heads="all", init_weights=False)),
         "soft injection all heads": lambda: inject(copy.deepcopy(base), torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim)),
@@ -56,7 +60,7 @@ def variants(base, names=VARIANTS) -> dict[str, torch.nn.Module]:
 DECODE_BEST_OF = 3
 
 
-def timers(batch: int, length: int, vocab: int):
+def timers(batch: int, length: int, vocab: int, best_of: int = DECODE_BEST_OF):
     ids = torch.randint(10, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
 
@@ -74,7 +78,7 @@ def timers(batch: int, length: int, vocab: int):
         cache = caches[key]
         step_mask = torch.ones(batch, length + 1, dtype=torch.long)
         best = float("inf")
-        for _ in range(DECODE_BEST_OF):  # a step is ~100 ms: the fastest of three drops the scheduler's hiccups
+        for _ in range(best_of):  # a step is ~100 ms: the fastest of three drops the scheduler's hiccups
             start = time.perf_counter()
             model(input_ids=ids[:, -1:], attention_mask=step_mask, cache=cache, use_cache=True, logits_to_keep=1)
             best = min(best, time.perf_counter() - start)
@@ -82,6 +86,52 @@ def timers(batch: int, length: int, vocab: int):
         return best
 
     return {"prefill": prefill, "decode step": decode}
+
+
+HOOK_METHODS = ("_read_call", "_edit_output_input", "_recompute_low_precision_output")
+
+
+@contextlib.contextmanager
+def timed_hooks(model):
+    """Re-attach every headwise holder of ``model`` with its hook methods timed; yields the running total (s)."""
+    holders = [module for module in model.modules() if isinstance(module, HeadLayer) and module.is_attached]
+    spent = [0.0]
+
+    def timed(method):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return run
+
+    for holder in holders:
+        holder.detach()
+        for name in HOOK_METHODS:
+            setattr(holder, name, timed(getattr(holder, name)))
+        holder.attach()
+    try:
+        yield spent
+    finally:
+        for holder in holders:
+            holder.detach()
+            for name in HOOK_METHODS:
+                delattr(holder, name)
+            holder.attach()
+
+
+@torch.no_grad()
+def hook_share(model, timer, runs: int = 5) -> float:
+    """Median share of one call's wall time (``timer`` times a single call) spent inside headwise's hook functions (0 without holders): the
+    adapter's own work, measured inside one run and so free of the copy-to-copy spread of the ratios."""
+    shares = []
+    with timed_hooks(model) as spent:
+        for _ in range(runs):
+            before = spent[0]
+            elapsed = timer(model)
+            shares.append((spent[0] - before) / elapsed)
+    return median(shares)
 
 
 def main() -> None:
@@ -100,6 +150,7 @@ def main() -> None:
     for backend in backends:
         base, _ = headwise.load_bundled_model(attn_implementation=backend)
         models = variants(base)
+        single = timers(args.batch, args.length, base.config.vocab_size, best_of=1)  # one call each, for the hook share
         for phase, timer in timers(args.batch, args.length, base.config.vocab_size).items():
             rounds = repeats * (2 if phase == "decode step" else 1)  # a decode step is ~15x shorter and noisier
             runs = {name: (lambda model=model: timer(model)) for name, model in models.items()}
@@ -107,13 +158,18 @@ def main() -> None:
                 ratios = interleaved_ratios(runs, "bare", rounds, seed=len(rows))
             for name, values in ratios.items():
                 middle, (low, high) = median(values), bootstrap_median(values)
-                results[f"{backend} / {phase} / {name}"] = {"median": middle, "ci95": [low, high], "ratios": values}
-                rows.append([backend, phase, name, f"{middle:.3f}", f"[{low:.3f}–{high:.3f}]"])
+                share = hook_share(models[name], single[phase])
+                results[f"{backend} / {phase} / {name}"] = {"median": middle, "ci95": [low, high], "ratios": values,
+                                                            "hook_share": share}
+                rows.append([backend, phase, name, f"{middle:.3f}", f"[{low:.3f}–{high:.3f}]", f"{100 * share:.2f}%"])
         del models, base
     print(f"# Inference overhead vs the bare model ({machine()})\n")
     print(f"Batch {args.batch} x {args.length} tokens; {repeats} interleaved prefill rounds and {2 * repeats} decode-step rounds "
-          f"(each the fastest of {DECODE_BEST_OF} steps) after a warm-up; median of per-round ratios, 95% bootstrap interval.\n")
-    print(markdown_table(["attention", "phase", "variant", "time / bare", "95% CI"], rows))
+          f"(each the fastest of {DECODE_BEST_OF} steps) after a warm-up; median of per-round ratios, 95% bootstrap interval. "
+          "The A/A control (a second copy of the bare model) shows the spread between two identical models; "
+          "'inside hooks' is the share of a call's time spent in headwise's hook functions (timed in the call itself, "
+          "median of 5), the adapter's own work without that spread.\n")
+    print(markdown_table(["attention", "phase", "variant", "time / bare", "95% CI", "inside hooks"], rows))
     _plot(results)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--n-valid", type=int, default=50)
     parser.add_argument("--n-test", type=int, default=60)
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
-    parser.add_argument("--out", default="benchmarks/plots")
+    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
     parser.add_argument("--append", action="store_true")
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--json", type=Path, help="also write the table and the per-seed figures here")

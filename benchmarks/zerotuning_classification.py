@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import label_accuracy  # noqa: E402
@@ -136,7 +136,7 @@ def main():
     parser.add_argument("--train-epochs", type=float, default=2)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--zero-shot-only", action="store_true", help="skip the few-shot prompts")
-    parser.add_argument("--out", default="benchmarks/plots")
+    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
     parser.add_argument("--append", action="store_true")
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--json", type=Path, help="also write the table here")

@@ -95,8 +95,9 @@ class HeadLayer(nn.Module, BaseTunerLayer):
     def _read_call(self, module: nn.Module, args: tuple, kwargs: dict):
         # Read afresh at every attention call from its own arguments, so a re-run (activation
         # checkpointing) sees the same call.
-        self.call = read_attention_call(self.site.layer, args, kwargs)
-        return self.on_attention_call(self.call, args, kwargs)
+        call = read_attention_call(self.site.layer, args, kwargs)
+        self.__dict__["call"] = call  # a plain attribute: nn.Module.__setattr__'s checks cost more than the hook itself
+        return self.on_attention_call(call, args, kwargs)
 
     def on_attention_call(self, call: AttentionCall, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         """With the ``"attention_call"`` hook: act on the attention module's arguments (None: leave them)."""
@@ -155,17 +156,22 @@ class HeadLayer(nn.Module, BaseTunerLayer):
     def _takes_fp32_path(self, module: nn.Module, x: torch.Tensor) -> bool:
         return x.dtype in LOW_PRECISION and _is_plain_projection(module)
 
+    # The two hooks run on every call of every adapted layer: the cheapest checks come first.
     def _edit_output_input(self, module: nn.Module, args: tuple) -> tuple | None:
         x = args[0]
+        if self._takes_fp32_path(module, x) or not self.acts_on_call():
+            return None
         adapters = self.applied_adapters()
-        if not adapters or not self.acts_on_call() or self._takes_fp32_path(module, x):
+        if not adapters:
             return None
         return (self._edited_heads(x, adapters).to(x.dtype), *args[1:])
 
     def _recompute_low_precision_output(self, module: nn.Module, args: tuple, output: torch.Tensor):
         x = args[0]
+        if not self._takes_fp32_path(module, x) or not self.acts_on_call():
+            return None
         adapters = self.applied_adapters()
-        if not adapters or not self.acts_on_call() or not self._takes_fp32_path(module, x):
+        if not adapters:
             return None
         return _project(module, self._edited_heads(x, adapters)).to(output.dtype)
 

@@ -49,10 +49,10 @@ class SoftInjectionLayer(HeadLayer):
         self._last_positions: torch.Tensor | None = None  # (B,) last real token per row, or None = position -1
 
     def on_attention_call(self, call, args, kwargs):
+        positions = None
         if call.is_prefill:  # once per forward pass, shared by the layers
-            self._last_positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))
-        else:
-            self._last_positions = None
+            positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))
+        self.__dict__["_last_positions"] = positions  # a plain attribute, set on every call: skip nn.Module.__setattr__
         return None
 
     def acts_on_call(self) -> bool:

@@ -79,8 +79,10 @@ class ZeroTuningLayer(HeadLayer):
             )
         dtype = call.hidden_states.dtype if call.hidden_states.dtype.is_floating_point else torch.float32
         additive, initial = call.shared(f"zerotuning {dtype}", lambda: initial_key_mask(call, dtype))
+        if log_gamma.dtype != additive.dtype:
+            log_gamma = log_gamma.to(additive.dtype)
         # (B, 1, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
-        kwargs["attention_mask"] = torch.addcmul(additive, initial, log_gamma.to(additive)[None, :, None, None])
+        kwargs["attention_mask"] = torch.addcmul(additive, initial, log_gamma.view(1, -1, 1, 1))
         return args, kwargs
 
     def check_mergeable(self) -> None:
