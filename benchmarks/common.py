@@ -28,6 +28,25 @@ def quick_help(quick: dict) -> str:
     return ("minutes, not hours: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())).replace("%", "%%")
 
 
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def publish(title: str, settings: str, table: str, args, footer: str = "", **figures) -> None:
+    """Print a benchmark's report (``# title``, its settings, the table); with ``--json`` write ``figures``;
+    with ``--append`` add it to RESULTS.md as a dated section with the command and the machine."""
+    import sys
+    import time
+
+    body = f"{settings}\n\n{table}" + (f"\n\n{footer}" if footer else "")
+    print(f"\n# {title} ({machine()})\n\n{body}")
+    if getattr(args, "json", None):
+        write_json(args.json, **figures)
+    if getattr(args, "append", False):
+        with RESULTS.open("a") as handle:
+            handle.write(f"\n## {title} ({time.strftime('%Y-%m-%d')})\n\nCommand: `python {' '.join(sys.argv)}`  \n"
+                         f"Machine: {machine()}  \n{body}\n")
+
+
 def write_json(path: Path, **payload) -> None:
     """The figures of a run as JSON, with the command and the machine, for tools to read."""
     import json

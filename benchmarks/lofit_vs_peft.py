@@ -29,14 +29,13 @@ from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, markdown_table, mean_spread, publish, quick_help, seed_note  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, load_word_pairs, training_set  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.heads import head_count, top_k_heads  # noqa: E402
 from headwise.experiments.training import split_for_validation, train  # noqa: E402
 from lofit import select_heads, train_offsets  # noqa: E402
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 LORA = "PEFT LoRA r=8 (q,v)"
 QUICK = {"tasks": ["country-capital"], "n_train": 32, "n_test": 20, "epochs": 2, "min_steps": 10, "rows": ["LoRA", "LoFiT 10% heads"]}
 
@@ -184,16 +183,8 @@ def main():
     settings = (f"{args.n_train} training examples (80% trained on, 20% to keep the best epoch), {args.epochs:g} epochs "
                 f"(batch 8) for every trained method; {args.n_test} held-out items per task, zero-shot `Q: x\\nA:` prompts. "
                 f"{seed_note(args.seeds)} Per task: first-token mean [min–max] / exact-match mean.")
-    print(f"\n# LoFiT vs PEFT on SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}")
-    if args.json:
-        write_json(args.json, header=header, rows=table, runs=runs)
-    if args.append:
-        command = "python " + " ".join(sys.argv)
-        with RESULTS.open("a") as handle:
-            handle.write(
-                f"\n## LoFiT vs PEFT on SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `{command}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n"
-            )
+    publish("LoFiT vs PEFT on SmolLM2-135M-Instruct", settings, text, args, header=header, rows=table, runs=runs)
+
 
 if __name__ == "__main__":
     main()

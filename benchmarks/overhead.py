@@ -122,9 +122,11 @@ def timed_hooks(model):
 
 
 @torch.no_grad()
-def hook_share(model, timer, runs: int = 5) -> float:
+def hook_share(model, timer, runs: int = 3) -> float:
     """Median share of one call's wall time (``timer`` times a single call) spent inside headwise's hook functions (0 without holders): the
     adapter's own work, measured inside one run and so free of the copy-to-copy spread of the ratios."""
+    if not any(isinstance(module, HeadLayer) for module in model.modules()):
+        return 0.0  # bare or merged: no hook of ours runs
     shares = []
     with timed_hooks(model) as spent:
         for _ in range(runs):
@@ -168,7 +170,7 @@ def main() -> None:
           f"(each the fastest of {DECODE_BEST_OF} steps) after a warm-up; median of per-round ratios, 95% bootstrap interval. "
           "The A/A control (a second copy of the bare model) shows the spread between two identical models; "
           "'inside hooks' is the share of a call's time spent in headwise's hook functions (timed in the call itself, "
-          "median of 5), the adapter's own work without that spread.\n")
+          "median of 3), the adapter's own work without that spread.\n")
     print(markdown_table(["attention", "phase", "variant", "time / bare", "95% CI", "inside hooks"], rows))
     _plot(results)
     if args.json:

@@ -26,13 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, markdown_table, mean_spread, publish, quick_help, seed_note  # noqa: E402
 from headwise.experiments.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
 from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
 from soft_injection import SoftInjectionConfig, alpha_matrix, extract_task_embedding, fit  # noqa: E402
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 QUICK = {"tasks": ["antonym"], "losses": ["answer"], "steps": 30, "eval_every": 15, "n_prompts": 12, "n_valid": 12,
          "n_test": 20, "latency": False}
 TASKS = [
@@ -150,15 +149,8 @@ def main():
     settings = (f"{len(args.tasks)} Function Vectors tasks; {args.n_test} test items each; theta: {args.steps} Adam steps "
                 f"(lr 0.2, batch 8), validation on {args.n_valid} items every {args.eval_every} steps, best kept; "
                 f"task embedding from {args.n_prompts} ten-shot prompts, shared by both losses. {seed_note(args.seeds)}")
-    print(f"\n# Soft injection vs ICL on SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}")
-    if args.json:
-        write_json(args.json, header=header, rows=rows, runs=runs)
-    if args.append:
-        with RESULTS.open("a") as handle:
-            handle.write(
-                f"\n## Soft injection vs ICL on SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n"
-            )
+    publish("Soft injection vs ICL on SmolLM2-135M-Instruct", settings, text, args, header=header, rows=rows, runs=runs)
+
 
 if __name__ == "__main__":
     main()

@@ -29,14 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import PLOTS, apply_quick, machine, quick_help, markdown_table, mean_spread, seed_note, write_json  # noqa: E402
+from common import PLOTS, apply_quick, markdown_table, mean_spread, publish, quick_help, seed_note  # noqa: E402
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import label_accuracy  # noqa: E402
 from headwise.experiments.training import train  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
-RESULTS = Path(__file__).parent / "RESULTS.md"
 QUICK = {"tasks": ["sst2"], "n_test": 20, "n_train": 24, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True}
 GRID = (0.5, 0.8, 1.0, 1.5, 2.5)
 SHOTS = {"sst2": 2, "cb": 1, "rte": 1, "agnews": 2}
@@ -183,15 +182,9 @@ def main():
                 f"form of a label. {seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean "
                 f"(share of generations that are no label), γ per seed.")
     footer = f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}"
-    print(f"\n# ZeroTuning on classification, SmolLM2-135M-Instruct ({machine()})\n\n{settings}\n\n{text}\n\n{footer}")
-    if args.json:
-        write_json(args.json, header=header, rows=table, forward_overhead=ratios)
-    if args.append:
-        with RESULTS.open("a") as handle:
-            handle.write(
-                f"\n## ZeroTuning on classification, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})\n\n"
-                f"Command: `python {' '.join(sys.argv)}`  \nMachine: {machine()}  \n{settings}\n\n{text}\n\n{footer}\n"
-            )
+    publish("ZeroTuning on classification, SmolLM2-135M-Instruct", settings, text, args, footer=footer,
+            header=header, rows=table, forward_overhead=ratios)
+
 
 if __name__ == "__main__":
     main()

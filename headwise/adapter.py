@@ -148,7 +148,9 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         return None
 
     def _edited_heads(self, x: torch.Tensor, adapters: list[str]) -> torch.Tensor:
-        heads = x.unflatten(-1, (self.num_heads, self.head_dim)).float()  # (B, T, H, d)
+        heads = x.unflatten(-1, (self.num_heads, self.head_dim))  # (B, T, H, d)
+        if heads.dtype != torch.float32:  # (a no-op .float() is still a dispatch, on every call of every layer)
+            heads = heads.float()
         for name in adapters:
             heads = self.edit_heads(heads, name)
         return heads.flatten(-2)  # (B, T, H*d) fp32
@@ -164,7 +166,8 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         adapters = self.applied_adapters()
         if not adapters:
             return None
-        return (self._edited_heads(x, adapters).to(x.dtype), *args[1:])
+        edited = self._edited_heads(x, adapters)
+        return (edited if edited.dtype == x.dtype else edited.to(x.dtype), *args[1:])
 
     def _recompute_low_precision_output(self, module: nn.Module, args: tuple, output: torch.Tensor):
         x = args[0]
