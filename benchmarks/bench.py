@@ -19,10 +19,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from common import machine
+from common import RESULTS, machine
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 
 # name, title, script, arguments: fewer rounds than the scripts' defaults and the accuracy benchmarks in their
 # quick modes, so that the whole run takes about 17 minutes on 2 cores (and make bench, set-up included, < 25)
@@ -55,12 +54,17 @@ def report(stdout: str) -> str:
     return "\n".join(lines[starts[-1]:]) if starts else "\n".join(lines[-30:])
 
 
+def shown(path: Path) -> str:
+    """``path`` as a command in RESULTS should show it: relative to the checkout when inside it."""
+    return str(path.relative_to(HERE.parent)) if path.is_relative_to(HERE.parent) else str(path)
+
+
 def run_step(name: str, script: str, arguments: list[str], out: Path) -> dict:
     """Run one benchmark in a fresh process, echoing its output; its command, wall time, report and JSON."""
     target = out / f"{name}.json"
     command = [sys.executable, script, *arguments, "--json", str(target)]
-    shown = f"python benchmarks/{script} {' '.join([*arguments, '--json', str(target.relative_to(HERE.parent) if target.is_relative_to(HERE.parent) else target)])}"
-    print(f"\n=== {shown}", flush=True)
+    line = f"python benchmarks/{script} {' '.join([*arguments, '--json', shown(target)])}"
+    print(f"\n=== {line}", flush=True)
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=HERE, stdout=subprocess.PIPE, text=True, bufsize=1)
     captured = []
@@ -70,7 +74,7 @@ def run_step(name: str, script: str, arguments: list[str], out: Path) -> dict:
     code = process.wait()
     seconds = time.perf_counter() - start
     figures = json.loads(target.read_text()) if code == 0 and target.exists() else None
-    return {"command": shown, "seconds": round(seconds, 1), "returncode": code, "report": report("".join(captured)),
+    return {"command": line, "seconds": round(seconds, 1), "returncode": code, "report": report("".join(captured)),
             "figures": figures}
 
 
@@ -109,7 +113,7 @@ def main() -> None:
         quick = ["--quick"] if args.quick and name in COST_STEPS else []
         runs[name], titles[name] = run_step(name, script, [*arguments, *quick], out), title
     facts = {"date": stamp, "machine": machine(), "versions": versions(), "seconds": round(time.perf_counter() - began, 1),
-             "out": str(out.relative_to(HERE.parent)) if out.is_relative_to(HERE.parent) else str(out)}
+             "out": shown(out)}
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
     (out / "bench.json").write_text(json.dumps({**facts, "command": command, "runs": runs}, indent=1))
     if args.results:
