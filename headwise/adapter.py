@@ -1,66 +1,45 @@
-"""HeadLayer: holds one method's per-head parameters for one decoder layer and applies them by hook.
+"""HeadLayer: one method's per-head parameters for one decoder layer, applied through the site hooks.
 
 A holder is a PEFT tuner layer (so PEFT saves, freezes, switches and deletes its parameters) that
-hangs off the layer's attention module. It never wraps or replaces a model module: it hooks the
-output projection and edits that projection's input, the concatenated head outputs ``(B, T, H*d)``,
-viewed as ``(B, T, H, d)``. The edit is computed in fp32.
+hangs off the layer's attention module. It never wraps or replaces a model module: it registers
+itself as an edit of its site (:mod:`headwise.hooks`), which hands it each attention call. A holder
+keeps parameters and configuration only; everything about a call arrives as an argument.
 
-Two paths: in fp32 a forward pre-hook hands the edited input to the projection (no extra work). In
-bf16/fp16 an edit below the input's resolution would round away (``z * (1 + 1e-3) == z`` for a bf16
-``z``), so a forward hook recomputes a plain projection in fp32 from the fp32 edited heads and rounds
-once, at its output: one extra matmul per adapted layer, the price of adapters that keep training.
+The method contract (a method implements only these; ``docs/extending.md`` builds one from zero):
+
+- ``adapter_layer_names``: its trainable per-adapter ``ParameterDict`` attributes (names start with the
+  method's prefix); ``other_param_names``: its per-adapter buffers (``BufferDict``) and settings.
+  What a saved adapter holds is read off these containers, buffers included.
+- ``create_parameters(adapter_name, num_selected, config)``: fill them for one adapter (any device:
+  the base moves them next to the layer's weights).
+- ``edit_heads(heads, adapter_name, call)``: the math on the fp32 ``(B, T, H, d)`` head outputs, and /
+  or ``edit_mask(mask, adapter_name, call)``: a new additive attention mask. ``acts_on(call)`` may skip
+  calls (soft injection acts on the prefill only).
+- optional ``gain_and_shift(adapter_name)``: the edit as ``z -> gain * z + shift``; a method that has
+  it merges and unmerges exactly (the base folds it and restores the saved columns).
+- optional ``regularization(adapter_name)``: a term added to the model's loss (LoFiT's L1).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from .calls import AttentionCall, read_attention_call
+from .calls import AttentionCall
+from .compat import BufferDict
+from .hooks import SiteEdit, add_edit, edits_at, remove_edit
+from .merging import check_plain_projection, fold_into_projection
 from .sites import HeadSite
 
 __all__ = ["HeadLayer"]
 
-LOW_PRECISION = (torch.bfloat16, torch.float16)
 
+class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
+    """Base holder: see the module docstring for what a method implements."""
 
-def _project(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """A plain Linear or GPT-2 Conv1D projection evaluated in fp32."""
-    weight = module.weight.float()
-    bias = None if module.bias is None else module.bias.float()
-    if type(module).__name__ == "Conv1D":  # weight (in, out)
-        out = inputs @ weight
-        return out if bias is None else out + bias
-    return torch.nn.functional.linear(inputs, weight, bias)
-
-
-def _is_plain_projection(module: nn.Module) -> bool:
-    return (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D") and type(module.weight) is nn.Parameter
-
-
-HOOKS = ("attention_call", "head_outputs")
-
-
-class HeadLayer(nn.Module, BaseTunerLayer):
-    """Base holder. Subclasses declare ``adapter_layer_names`` and the ``hooks`` they need, and
-    implement ``create_parameters`` and ``edit_heads`` (for ``"head_outputs"``) and / or
-    ``on_attention_call`` (for ``"attention_call"``). The base attaches and detaches the hooks; they
-    must be pure functions of their inputs and the parameters (activation checkpointing re-runs them).
-
-    - ``"attention_call"``: a pre-hook of the attention module reads the call once
-      (:class:`headwise.calls.AttentionCall`: hidden states, mask, cached length), keeps it as
-      ``self.call`` for the rest of the call, and passes it to ``on_attention_call``, which may return
-      new ``(args, kwargs)`` for the attention module.
-    - ``"head_outputs"``: the output projection's input, viewed as ``(B, T, H, d)``, goes through
-      ``edit_heads`` for every applied adapter.
-    """
-
+    adapter_layer_names: tuple[str, ...] = ()
     other_param_names: tuple[str, ...] = ("head_index",)
-    hooks: tuple[str, ...] = ("head_outputs",)
 
     def __init__(self, site: HeadSite) -> None:
         nn.Module.__init__(self)
@@ -73,112 +52,48 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         self._disable_adapters = False
         self._active_adapter = "default"
         self.merged_adapters: list[str] = []
-        self._hook_handles: list[Any] = []
-        self.call: AttentionCall | None = None  # the attention call in progress (with the "attention_call" hook)
+        self._folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]] = []  # merge records
 
-    # -- attach / detach ------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Register the hooks this holder declares (``hooks``) on the model."""
-        if self._hook_handles:
-            raise RuntimeError(f"the {type(self).__name__} of layer {self.site.layer} is already attached")
-        unknown = sorted(set(self.hooks) - set(HOOKS))
-        if unknown:
-            raise ValueError(f"{type(self).__name__} declares unknown hooks {unknown}; headwise has {list(HOOKS)}")
-        if "attention_call" in self.hooks:
-            self._hook_handles.append(self.site.attention.register_forward_pre_hook(self._read_call, with_kwargs=True))
-        if "head_outputs" in self.hooks:
-            output = self.site.output
-            self._hook_handles.append(output.register_forward_pre_hook(self._edit_output_input))
-            if _is_plain_projection(output):
-                self._hook_handles.append(output.register_forward_hook(self._recompute_low_precision_output))
-
-    def _read_call(self, module: nn.Module, args: tuple, kwargs: dict):
-        # Read afresh at every attention call from its own arguments, so a re-run (activation
-        # checkpointing) sees the same call.
-        call = read_attention_call(self.site.layer, args, kwargs)
-        self.__dict__["call"] = call  # a plain attribute: nn.Module.__setattr__'s checks cost more than the hook itself
-        return self.on_attention_call(call, args, kwargs)
-
-    def on_attention_call(self, call: AttentionCall, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        """With the ``"attention_call"`` hook: act on the attention module's arguments (None: leave them)."""
-        return None
-
-    def detach(self) -> None:
-        """Remove every hook this holder registered."""
-        for handle in self._hook_handles:
-            handle.remove()
-        self._hook_handles.clear()
-
-    @property
-    def is_attached(self) -> bool:
-        return bool(self._hook_handles)
-
-    # -- adapters -------------------------------------------------------------------------------
-    def update_layer(self, adapter_name: str, heads: list[int], config) -> None:
-        """Create ``adapter_name``'s parameters for ``heads`` (query-head indices of this layer)."""
-        self.head_index[adapter_name] = torch.tensor(sorted(heads), dtype=torch.long, device=self._device())
-        self.create_parameters(adapter_name, len(heads), config)
-        self.set_adapter(self.active_adapters)
-
+    # -- the method contract (see the module docstring) -------------------------------------------
     def create_parameters(self, adapter_name: str, num_selected: int, config) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement create_parameters()")
+
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str, call: AttentionCall | None) -> torch.Tensor:
+        """The method's math on the fp32 ``(B, T, H, d)`` head outputs of one call."""
         raise NotImplementedError
 
-    @classmethod
-    def state_names(cls, config) -> tuple[set[str], set[str]]:
-        """Names of the tensors a saved adapter holds per layer: (required, optional)."""
-        return set(cls.adapter_layer_names), set()
+    def edit_mask(self, mask: torch.Tensor | None, adapter_name: str, call: AttentionCall) -> torch.Tensor | None:
+        """A new additive mask for this call (``mask``: an earlier edit's, or None for the call's own)."""
+        raise NotImplementedError
 
-    def applied_adapters(self) -> list[str]:
-        """Active adapters of this layer that are not merged into the weights, in application order."""
-        if self.disable_adapters:
-            return []
-        return [a for a in self.active_adapters if a in self.head_index and a not in self.merged_adapters]
-
-    def acts_on_call(self) -> bool:
-        """Whether ``edit_heads`` changes anything in the call in progress (False skips the head-output hook;
-        e.g. soft injection acts on the prefill only)."""
+    def acts_on(self, call: AttentionCall | None) -> bool:
+        """Whether ``edit_heads`` changes anything in this call (False skips the head-output work)."""
         return True
 
-    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        """The method's math: ``heads`` is the fp32 ``(B, T, H, d)`` view of the head outputs."""
+    def gain_and_shift(self, adapter_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The edit as ``z -> gain * z + shift``: ``(H, d)`` or ``(H, 1)`` tensors (None = identity).
+        Methods that define it can merge."""
         raise NotImplementedError
+
+    def merge_refusal(self, adapter_name: str) -> str | None:
+        """Why ``adapter_name`` cannot be merged into the weights (None: it can)."""
+        if not self._defines("gain_and_shift"):
+            return (f"{type(self).__name__.removesuffix('Layer')} cannot be merged into the model's weights: its edit is not "
+                    "an affine map of the head outputs. Keep the adapter attached, or save it with save_pretrained().")
+        return None
 
     def regularization(self, adapter_name: str) -> torch.Tensor | None:
         """A term the wrapped model adds to its loss (e.g. an L1 penalty), or None."""
         return None
 
-    def _edited_heads(self, x: torch.Tensor, adapters: list[str]) -> torch.Tensor:
-        heads = x.unflatten(-1, (self.num_heads, self.head_dim))  # (B, T, H, d)
-        if heads.dtype != torch.float32:  # (a no-op .float() is still a dispatch, on every call of every layer)
-            heads = heads.float()
-        for name in adapters:
-            heads = self.edit_heads(heads, name)
-        return heads.flatten(-2)  # (B, T, H*d) fp32
+    @classmethod
+    def _defines(cls, name: str) -> bool:
+        return getattr(cls, name) is not getattr(HeadLayer, name)
 
-    def _takes_fp32_path(self, module: nn.Module, x: torch.Tensor) -> bool:
-        return x.dtype in LOW_PRECISION and _is_plain_projection(module)
-
-    # The two hooks run on every call of every adapted layer: the cheapest checks come first.
-    def _edit_output_input(self, module: nn.Module, args: tuple) -> tuple | None:
-        x = args[0]
-        if self._takes_fp32_path(module, x) or not self.acts_on_call():
-            return None
-        adapters = self.applied_adapters()
-        if not adapters:
-            return None
-        edited = self._edited_heads(x, adapters)
-        return (edited if edited.dtype == x.dtype else edited.to(x.dtype), *args[1:])
-
-    def _recompute_low_precision_output(self, module: nn.Module, args: tuple, output: torch.Tensor):
-        x = args[0]
-        if not self._takes_fp32_path(module, x) or not self.acts_on_call():
-            return None
-        adapters = self.applied_adapters()
-        if not adapters:
-            return None
-        return _project(module, self._edited_heads(x, adapters)).to(output.dtype)
-
-    def _device(self) -> torch.device:
+    # -- helpers for methods ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the layer's output projection lives (and so this holder's tensors)."""
         weight = getattr(self.site.output, "weight", None)
         if weight is None or weight.device.type == "meta":
             return torch.device("cpu")
@@ -186,7 +101,7 @@ class HeadLayer(nn.Module, BaseTunerLayer):
 
     def new_parameter(self, rows: int, std: float) -> nn.Parameter:
         """An fp32 (rows, head_dim) parameter drawn from N(0, std^2); zeros when std is 0."""
-        data = torch.zeros(rows, self.head_dim, dtype=torch.float32, device=self._device())
+        data = torch.zeros(rows, self.head_dim, dtype=torch.float32, device=self.device)
         if std:
             data.normal_(0.0, std)
         return nn.Parameter(data)
@@ -200,24 +115,128 @@ class HeadLayer(nn.Module, BaseTunerLayer):
         base = values.new_full((self.num_heads, *values.shape[1:]), fill)
         return base.index_copy(0, index, values)
 
-    # -- merging: only where the math allows --------------------------------------------------
-    def check_mergeable(self) -> None:
-        """Raise before any weight changes if this holder cannot merge."""
-        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+    # -- attach / detach --------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Register this holder as an edit of its site."""
+        add_edit(self.site, self)
 
+    def detach(self) -> None:
+        remove_edit(self.site, self)
+
+    @property
+    def is_attached(self) -> bool:
+        return any(edit is self for edit in edits_at(self.site))
+
+    def site_roles(self) -> set[str]:
+        roles = set()
+        if self._defines("edit_heads"):
+            roles.add("heads")
+        if self._defines("edit_mask"):
+            roles.add("mask")
+        return roles
+
+    # -- adapters ---------------------------------------------------------------------------------
+    def update_layer(self, adapter_name: str, heads: list[int], config) -> None:
+        """Create ``adapter_name``'s parameters for ``heads`` (query-head indices of this layer)."""
+        self.head_index[adapter_name] = torch.tensor(sorted(heads), dtype=torch.long)
+        self.create_parameters(adapter_name, len(heads), config)
+        self.to(self.device)  # the method may create its tensors anywhere: they live beside the layer's weights
+        self.set_adapter(self.active_adapters)
+
+    def applied_adapters(self) -> list[str]:
+        """Active adapters of this layer that are not merged into the weights, in application order."""
+        if self._disable_adapters:
+            return []
+        active = self._active_adapter
+        names = [active] if isinstance(active, str) else active
+        return [a for a in names if a in self.head_index and a not in self.merged_adapters]
+
+    # -- SiteEdit: what the site hooks call -------------------------------------------------------
+    def applies_to(self, call: AttentionCall | None) -> bool:
+        return self.acts_on(call) and bool(self.applied_adapters())
+
+    def apply_heads(self, heads: torch.Tensor, call: AttentionCall | None) -> torch.Tensor:
+        for name in self.applied_adapters():
+            heads = self.edit_heads(heads, name, call)
+        return heads
+
+    def apply_mask(self, mask: torch.Tensor | None, call: AttentionCall) -> torch.Tensor | None:
+        for name in self.applied_adapters():
+            new = self.edit_mask(mask, name, call)
+            if new is not None:
+                mask = new
+        return mask
+
+    # -- merging: from gain_and_shift, where the math allows ------------------------------------
     def merge_order(self, adapter_names: list[str] | None) -> list[str]:
-        """The adapters a merge folds, in folding order (methods that merge override this)."""
-        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+        """The adapters a merge folds, last applied first (folding puts an edit in front of the projection).
+        Named adapters are merged whether active or not (PEFT's contract); by default the active ones."""
+        names = check_adapters_to_merge(self, adapter_names)
+        ordered = [n for n in self.active_adapters if n in names] + [n for n in names if n not in self.active_adapters]
+        return list(reversed([n for n in ordered if n in self.head_index]))
+
+    def check_mergeable(self, adapter_names: list[str] | None = None) -> None:
+        """Raise before any weight changes if this holder cannot merge these adapters."""
+        for name in self.merge_order(adapter_names):
+            reason = self.merge_refusal(name)
+            if reason:
+                raise TypeError(reason)
+        check_plain_projection(self.site)
+
+    def _flat_affine(self, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(H*d,) fp32 gain and shift: the fold is done in fp32 even after the model was cast to fp16 / bf16."""
+        with torch.no_grad():
+            gain, shift = self.gain_and_shift(name)
+        shape = (self.num_heads, self.head_dim)
+        return tuple(None if t is None else t.float().expand(shape).flatten() for t in (gain, shift))
 
     def check_finite(self, adapter_names: list[str] | None) -> None:
         """Raise ``ValueError`` naming the adapter and layer if a weight to be merged is NaN / inf."""
-        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+        for name in self.merge_order(adapter_names):
+            if any(t is not None and not torch.isfinite(t).all() for t in self._flat_affine(name)):
+                raise ValueError(
+                    f"NaNs detected in the merged weights. The adapter {name!r} seems to be broken: its weights in "
+                    f"layer {self.site.layer} hold NaN or inf. Nothing was merged."
+                )
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+        names = self.merge_order(adapter_names)
+        self.check_mergeable(adapter_names)
+        if safe_merge:
+            self.check_finite(adapter_names)
+        module = self.site.output
+        conv = type(module).__name__ == "Conv1D"
+        for name in names:
+            gain, shift = self._flat_affine(name)
+            index = self.head_index[name].to(module.weight.device)
+            columns = (index[:, None] * self.head_dim + torch.arange(self.head_dim, device=index.device)).flatten()
+            kept = (module.weight[columns] if conv else module.weight[:, columns]).detach().clone()
+            bias = None if module.bias is None else module.bias.detach().clone()
+            created = fold_into_projection(self.site, gain, shift)
+            self._folded.append((columns, kept, bias, created))
+            self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
-        raise TypeError(f"{type(self).__name__} cannot be merged into the model's weights")
+        """Restore the folded columns and bias exactly (a gain of 0 cannot be divided out)."""
+        module = self.site.output
+        conv = type(module).__name__ == "Conv1D"
+        with torch.no_grad():
+            while self.merged_adapters:
+                self.merged_adapters.pop()
+                columns, kept, bias, created = self._folded.pop()
+                if conv:
+                    module.weight[columns] = kept
+                else:
+                    module.weight[:, columns] = kept
+                if created:
+                    module.bias = None
+                elif bias is not None:
+                    module.bias.copy_(bias)
+
+    @property
+    def created_bias(self) -> bool:
+        """Whether a merge gave the output projection a bias it did not have."""
+        return any(record[3] for record in self._folded)
 
     def extra_repr(self) -> str:
         return f"layer={self.site.layer}, heads={self.num_heads}, head_dim={self.head_dim}"

@@ -1,45 +1,55 @@
 """What one attention call is (hidden states, mask, keys already cached), read once from its arguments.
 
-The base reads it in a pre-hook of the attention module and hands it to every holder that declared
-the ``"attention_call"`` hook, so cache detection lives in one place and a holder's later hooks in
-the same call (the head-output edit) see the same facts.
+The site hooks (:mod:`headwise.hooks`) read it when the attention module is called and hand it to
+every edit of that call, so cache detection lives in one place. A call object lives as long as the
+call: nothing of it is kept on a module.
+
+Facts derived from the mask alone (where each row's real tokens are, the additive mask) are the same
+in every layer of one forward pass, so :meth:`AttentionCall.shared` computes them once and stores
+them *on the mask tensor itself* (or, without a mask, on another tensor every layer of the pass
+receives, such as ``position_ids``): they live exactly as long as that object, belong to the thread
+that made it, and an in-place edit of the mask invalidates them.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+from .compat import tensor_version
+
 __all__ = ["AttentionCall", "read_attention_call"]
 
-# Facts derived from an attention mask, shared by the layers of one forward pass: transformers hands
-# every layer of one attention type the same mask tensor, so the first layer computes them and the
-# others reuse them. An entry is keyed by the mask object and its version (an in-place edit
-# invalidates it) and dropped when the mask is freed, so a new mask at a reused address never hits
-# an old entry and nothing outlives the forward pass. Facts of mask-less calls (sdpa without padding)
-# depend on the shapes alone; the oldest entries go beyond a few.
-_MASK_FACTS: OrderedDict[tuple, tuple[Any, dict[str, Any]]] = OrderedDict()
-_MASK_FACTS_SIZE = 4  # masks alive at once: full and sliding attention, a nested model call
+_FACTS = "_headwise_facts"  # the attribute that holds the facts on their owner
 
 
-def _version(tensor: torch.Tensor) -> int:
-    return -1 if tensor.is_inference() else tensor._version  # inference tensors cannot be edited in place
-
-
-def _drop_entry(key: tuple) -> Callable[[Any], None]:
-    return lambda _ref: _MASK_FACTS.pop(key, None)
+def _fact_store(owner: Any) -> dict | None:
+    """The dict of facts kept on ``owner`` (created on first use), or None where nothing can be kept."""
+    if owner is None:
+        return None
+    store = getattr(owner, _FACTS, None)
+    if store is None:
+        try:
+            store = {}
+            setattr(owner, _FACTS, store)
+        except (AttributeError, TypeError, RuntimeError):  # an object without a __dict__
+            return None
+    return store
 
 
 @dataclass(frozen=True)
 class AttentionCall:
+    """One call of one attention module. ``notes`` carries what the edits of this call pass to each
+    other (e.g. the value vectors the attention used); it is dropped with the call."""
+
     layer: int
     hidden_states: torch.Tensor  # (B, Tq, hidden)
-    attention_mask: torch.Tensor | None  # as the attention module receives it (often (B, 1, Tq, Tk))
+    attention_mask: Any  # as the attention module receives it (often a (B, 1, Tq, Tk) tensor; None for sdpa without padding)
     past_length: int  # keys of this layer already in the cache before this call
+    pass_token: Any = field(default=None, compare=False, repr=False)  # an object every layer of the pass shares
+    notes: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def batch(self) -> int:
@@ -67,25 +77,35 @@ class AttentionCall:
         if torch.compiler.is_compiling():
             return compute()
         mask = self.attention_mask
-        shape = (self.batch, self.q_len, self.past_length, self.hidden_states.device)
-        key = ("no mask", *shape) if mask is None else (id(mask), _version(mask), *shape)
-        entry = _MASK_FACTS.get(key)
-        if entry is None or (mask is not None and entry[0]() is not mask):
-            owner = None if mask is None else weakref.ref(mask, _drop_entry(key))
-            entry = _MASK_FACTS[key] = (owner, {})
-            while len(_MASK_FACTS) > _MASK_FACTS_SIZE:
-                _MASK_FACTS.popitem(last=False)
-        facts = entry[1]
-        if name not in facts:
-            facts[name] = compute()
-        return facts[name]
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            return compute()
+        store = _fact_store(mask if mask is not None else self.pass_token)
+        if store is None:
+            return compute()
+        key = (name, self.batch, self.q_len, self.past_length, self.hidden_states.device,
+               -2 if mask is None else tensor_version(mask))
+        value = store.get(key)
+        if value is None:
+            value = store[key] = compute()
+        return value
 
     def masks(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """(allowed, additive): the attention mask as a boolean ``(B, 1|H, Tq, Tk)`` tensor (True = may
         attend) and as an additive one in ``dtype`` (0 / finfo(dtype).min). A missing mask (sdpa without
         padding) is the causal mask with the cached keys before the queries. Shared across layers:
         do not edit them in place."""
+        self.check_tensor_mask()
         return self.shared(f"masks {dtype}", lambda: self._masks(dtype))
+
+    def check_tensor_mask(self) -> None:
+        """Raise a clear error when the attention implementation passes no mask tensor (e.g. flex attention)."""
+        mask = self.attention_mask
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            raise TypeError(
+                f"layer {self.layer} received its attention mask as a {type(mask).__name__}, not a tensor: this attention "
+                "implementation cannot take an edited mask. Use eager or sdpa attention: "
+                "model.set_attn_implementation('sdpa')"
+            )
 
     def _masks(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         mask, device = self.attention_mask, self.hidden_states.device
@@ -97,7 +117,7 @@ class AttentionCall:
             shape = (self.batch, 1, self.q_len, self.k_len)
             return causal.expand(shape), additive.expand(shape)
         if mask.dtype == torch.bool:
-            allowed = mask.clone()  # a copy: a stored fact must not keep the mask (and so its entry) alive
+            allowed = mask.clone()  # a copy: a fact stored on the mask must not refer back to it
             additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
             return allowed, additive
         allowed = mask > torch.finfo(mask.dtype).min / 2
@@ -117,9 +137,21 @@ def _cache_of(args: tuple, kwargs: dict):
     return cache if hasattr(cache, "get_seq_length") else None
 
 
+def _pass_token(kwargs: dict) -> Any:
+    """An object handed to every layer of one forward pass and dropped after it (for mask-less facts)."""
+    for name in ("position_ids", "cache_position"):
+        value = kwargs.get(name)
+        if isinstance(value, torch.Tensor):
+            return value
+    embeddings = kwargs.get("position_embeddings")
+    if isinstance(embeddings, tuple) and embeddings and isinstance(embeddings[0], torch.Tensor):
+        return embeddings[0]
+    return None  # (not the KV cache: it outlives the pass, and facts keyed by cached length would pile up on it)
+
+
 def read_attention_call(layer: int, args: tuple, kwargs: dict) -> AttentionCall:
     """The facts of one attention call, from the arguments its pre-hook sees (``with_kwargs=True``)."""
     hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     cache = _cache_of(args, kwargs)
     past = int(cache.get_seq_length(layer)) if cache is not None else 0
-    return AttentionCall(layer, hidden, kwargs.get("attention_mask"), past)
+    return AttentionCall(layer, hidden, kwargs.get("attention_mask"), past, _pass_token(kwargs))

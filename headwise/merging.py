@@ -14,24 +14,13 @@ from torch import nn
 
 from .sites import HeadSite, architecture_spec
 
-__all__ = ["check_plain_projection", "fold_into_projection", "make_bias_loadable", "merge_order"]
+__all__ = ["check_plain_projection", "fold_into_projection", "make_bias_loadable"]
 
 logger = logging.getLogger(__name__)
 
 
 def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"  # GPT-2: weight is (in, out)
-
-
-def merge_order(holder, adapter_names: list[str] | None) -> list[str]:
-    """The adapters a holder folds, last applied first (folding puts an edit in front of the projection).
-
-    Named adapters are merged whether active or not (PEFT's contract); by default the active ones."""
-    from peft.tuners.tuners_utils import check_adapters_to_merge
-
-    names = check_adapters_to_merge(holder, adapter_names)
-    ordered = [n for n in holder.active_adapters if n in names] + [n for n in names if n not in holder.active_adapters]
-    return list(reversed([n for n in ordered if n in holder.head_index]))
 
 
 def check_plain_projection(site: HeadSite) -> None:
@@ -47,29 +36,24 @@ def check_plain_projection(site: HeadSite) -> None:
         )
 
 
-def fold_into_projection(
-    site: HeadSite, gain: torch.Tensor | None, shift: torch.Tensor | None, inverse: bool = False
-) -> bool:
+def fold_into_projection(site: HeadSite, gain: torch.Tensor | None, shift: torch.Tensor | None) -> bool:
     """Fold ``z -> gain * z + shift`` (both (H*d,) fp32, None = identity) into the output projection.
-
-    With ``inverse`` undo a previous fold. Returns True when a bias had to be created.
-    """
+    Returns True when a bias had to be created. (Unmerging restores saved columns: a gain of 0 cannot
+    be divided out.)"""
     module = site.output
     weight = module.weight
     conv = _is_conv1d(module)
     created = False
     with torch.no_grad():
         w = weight.float()  # Linear: (out, in); Conv1D: (in, out)
-        if inverse and gain is not None:
-            w = w / (gain[:, None] if conv else gain[None, :])
         if shift is not None:
             delta = shift @ w if conv else w @ shift  # (out,)
             if module.bias is None:
                 module.bias = nn.Parameter(torch.zeros_like(delta, dtype=weight.dtype), requires_grad=False)
                 created = True
-            bias = module.bias.float() + (-delta if inverse else delta)
+            bias = module.bias.float() + delta
             module.bias.copy_(bias.to(module.bias.dtype))
-        if not inverse and gain is not None:
+        if gain is not None:
             w = w * (gain[:, None] if conv else gain[None, :])
         weight.copy_(w.to(weight.dtype))
     return created

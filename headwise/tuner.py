@@ -7,6 +7,7 @@ activations through hooks. ``unload()`` detaches every hook and removes every ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from torch import nn
 from .adapter import HeadLayer
 from .config import AdapterConfig
 from .heads import group_by_layer
+from .merging import make_bias_loadable
 from .sites import HeadSite, find_head_sites
 from .quantized import four_bit_modules, unpack_for_training
 from .transaction import unchanged_on_error
@@ -149,6 +151,17 @@ class HeadTuner(BaseTuner):
         return out
 
     # -- forward: the loss includes adapter penalties, so plain Trainer optimises them ----------
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any):
+        """PEFT calls this around forward() and generate() with their keyword arguments."""
+        if kwargs.get("adapter_names") is not None:
+            raise NotImplementedError(
+                "adapter_names= (one adapter per row, PEFT's mixed batches) is not supported by headwise adapters yet: "
+                "every row would get the active adapter. Run one batch per adapter: model.set_adapter(name), then call "
+                "the model without adapter_names."
+            )
+        yield
+
     def forward(self, *args: Any, **kwargs: Any):
         if torch.is_grad_enabled():
             unpack_for_training(self._four_bit)  # see headwise.quantized: a packed 4-bit weight passes no gradient
@@ -180,7 +193,7 @@ class HeadTuner(BaseTuner):
             raise ValueError(f"no adapter named {unknown[0]!r} to merge; this model has {sorted(self.peft_config)}")
         self._check_merge_allowed()
         for holder in holders:
-            holder.check_mergeable()
+            holder.check_mergeable(adapter_names)
             if safe_merge:
                 holder.check_finite(adapter_names)
 
@@ -219,4 +232,7 @@ class HeadTuner(BaseTuner):
         return self.model
 
     def after_merge(self, model: nn.Module, holders: list[HeadLayer], sites: list[HeadSite]) -> None:
-        """Make the merged model a plain checkpoint (e.g. turn on a config flag for a new bias)."""
+        """Make the merged model a plain checkpoint: a bias created by the merge needs the config flag
+        that makes a reloaded model have it."""
+        if any(holder.created_bias for holder in holders):
+            make_bias_loadable(model, sites)

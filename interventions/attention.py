@@ -20,7 +20,7 @@ from torch import nn
 
 from headwise.heads import group_by_layer
 
-from .hooks import check_head, check_mask_backend, query_slice, sites_for, temporary_hooks
+from .hooks import check_head, check_mask_backend, query_slice, recorded_values, sites_for, temporary_hooks
 from .positions import check_positions
 
 __all__ = ["override_attention", "block_keys", "uniform_pattern"]
@@ -74,27 +74,27 @@ def override_attention(
         weights[(int(layer), int(head))] = pattern.float() / mass.clamp_min(1e-30)
     by_layer = group_by_layer(weights)
 
-    def edit(state, heads):
-        call, values = state.call, state.values
+    def edit(site, call, heads):
+        values = recorded_values(call)
         if values is None:
-            raise RuntimeError(f"layer {state.site.layer}: the attention module did not pass its values through the cache "
+            raise RuntimeError(f"layer {site.layer}: the attention module did not pass its values through the cache "
                                "argument, so override_attention cannot recompute its heads")
         rows = query_slice(queries, call)  # (B, Tq)
         if not rows.any():
             return heads
         num_keys = values.shape[2]
-        groups = state.site.num_heads // values.shape[1]
+        groups = site.num_heads // values.shape[1]
         real = call.real_keys()[:, :num_keys]
         query_positions = torch.arange(call.q_len, device=rows.device) + call.past_length
         first_query = torch.where(rows, query_positions, num_keys).min(-1).values  # (B,)
         heads = heads.clone()
-        for head in by_layer[state.site.layer]:
-            pattern = _key_columns(weights[(state.site.layer, head)].to(values.device), num_keys)  # (B, Tk)
+        for head in by_layer[site.layer]:
+            pattern = _key_columns(weights[(site.layer, head)].to(values.device), num_keys)  # (B, Tk)
             weighted = pattern > 0
             later = weighted & (torch.arange(num_keys, device=values.device) > first_query[:, None])
             if later.any() or (weighted & ~real.to(weighted.device)).any():
                 raise ValueError(
-                    f"head ({state.site.layer}, {head}): the pattern puts weight on a padding key or on a key after an "
+                    f"head ({site.layer}, {head}): the pattern puts weight on a padding key or on a key after an "
                     "overridden query; attention is causal, so only earlier real keys can be attended to"
                 )
             mixed = torch.einsum("bk,bkd->bd", pattern, values[:, head // groups].float())  # (B, d)
@@ -123,23 +123,23 @@ def block_keys(
         check_head(sites[layer], layer, head)
     by_layer = group_by_layer(heads)
 
-    def edit_mask(state):
-        call = state.call
+    def edit_mask(site, call, mask):
         allowed, additive = call.masks()
-        batch, num_heads, q_len, num_keys = call.batch, state.site.num_heads, call.q_len, allowed.shape[-1]
+        batch, num_heads, q_len, num_keys = call.batch, site.num_heads, call.q_len, allowed.shape[-1]
         key_rows = _key_columns(keys.to(allowed.device).float(), num_keys) > 0  # (B, Tk)
         query_rows = query_slice(queries, call) if queries is not None else torch.ones(batch, q_len, dtype=torch.bool, device=allowed.device)
         blocked = torch.zeros(batch, num_heads, q_len, num_keys, dtype=torch.bool, device=allowed.device)
-        for head in by_layer[state.site.layer]:
+        for head in by_layer[site.layer]:
             blocked[:, head] = query_rows.to(allowed.device)[:, :, None] & key_rows[:, None, :]
         allowed = allowed.expand(batch, num_heads, q_len, num_keys)
         emptied = allowed.any(-1) & ~(allowed & ~blocked).any(-1) & query_rows.to(allowed.device)[:, None, :]
         if emptied.any():
             b, h, q = torch.nonzero(emptied)[0].tolist()
-            raise ValueError(f"head ({state.site.layer}, {h}) would attend to nothing at row {b}, position {q + call.past_length}: "
+            raise ValueError(f"head ({site.layer}, {h}) would attend to nothing at row {b}, position {q + call.past_length}: "
                              "blocking every key it may see leaves softmax undefined; keep at least one key")
         dtype = call.hidden_states.dtype if call.hidden_states.dtype.is_floating_point else torch.float32
-        return additive.expand(batch, num_heads, q_len, num_keys).masked_fill(blocked, torch.finfo(torch.float32).min).to(dtype)
+        start = additive if mask is None else mask  # an earlier edit of this call (an adapter's) is kept
+        return start.to(dtype).expand(batch, num_heads, q_len, num_keys).masked_fill(blocked, torch.finfo(dtype).min)
 
     with temporary_hooks(sites, edit_mask=edit_mask):
         yield

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from headwise.hooks import bare_projection
 from headwise.sites import find_head_sites
 
 from .cache import HeadActivations, cache_heads
@@ -37,7 +38,8 @@ def _one_per_row(positions: torch.Tensor) -> torch.Tensor:
 
 def head_writes(model: nn.Module, acts: HeadActivations, positions: torch.Tensor) -> torch.Tensor:
     """(B, L, H, D) what each head adds to the residual stream at the one selected position per row: the
-    output projection applied to that head's slice alone, minus the projection of zero (its bias)."""
+    output projection applied to that head's slice alone, minus the projection of zero (its bias). The
+    recorded heads already carry the model's adapters, so they go through the bare projection, once."""
     columns = _one_per_row(check_positions(positions, acts.heads.shape[1]))
     sites = find_head_sites(model)
     rows = torch.arange(acts.heads.shape[1])
@@ -49,8 +51,8 @@ def head_writes(model: nn.Module, acts: HeadActivations, positions: torch.Tensor
         alone = (z[:, None] * eye[None]).reshape(batch, num_heads, num_heads * dim)  # (B, H, H*d)
         param = next(site.output.parameters())
         with torch.no_grad():
-            projected = site.output(alone.to(param.device, param.dtype)).float()
-            zero = site.output(torch.zeros_like(alone[:1, :1]).to(param.device, param.dtype)).float()
+            projected = bare_projection(site.output, alone.to(param.device, param.dtype)).float()
+            zero = bare_projection(site.output, torch.zeros_like(alone[:1, :1]).to(param.device, param.dtype)).float()
         out.append((projected - zero).cpu())  # (B, H, D)
     return torch.stack(out, dim=1)
 

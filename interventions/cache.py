@@ -45,8 +45,8 @@ def cache_heads(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
     captured: dict[int, torch.Tensor] = {}
     norm_io: dict[str, torch.Tensor] = {}
 
-    def record(state, heads):
-        captured[state.site.layer] = heads.detach().cpu()
+    def record(site, call, heads):
+        captured[site.layer] = heads.detach().cpu()  # after the model's own adapters edited them
         return heads
 
     def record_norm(module, args, output):
@@ -55,7 +55,7 @@ def cache_heads(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
 
     handle = final_norm(model).register_forward_hook(record_norm)
     try:
-        with temporary_hooks(sites, edit_heads=record), torch.no_grad():
+        with temporary_hooks(sites, edit_heads=record, observe_only=True), torch.no_grad():
             output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **forward_kwargs)
     finally:
         handle.remove()

@@ -10,11 +10,11 @@ columns are kept, since a = 0 cannot be divided out).
 from __future__ import annotations
 
 import torch
-from peft.tuners._buffer_dict import BufferDict
+from headwise.compat import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable, merge_order
+from headwise.calls import AttentionCall
 from headwise.tuner import HeadTuner
 
 from .config import HeadGateConfig
@@ -25,8 +25,7 @@ __all__ = ["HeadGateLayer", "HeadGateModel", "set_baseline", "gate_scales"]
 
 class HeadGateLayer(HeadLayer):
     adapter_layer_names = ("gate_scale",)
-    other_param_names = ("head_index", "gate_baseline")
-    hooks = ("attention_call", "head_outputs")  # the call says where the real tokens are
+    other_param_names = ("head_index", "gate_baseline", "gate_positions", "gate_trainable")
 
     def __init__(self, site) -> None:
         super().__init__(site)
@@ -34,20 +33,13 @@ class HeadGateLayer(HeadLayer):
         self.gate_baseline = BufferDict({}, persistent=True)  # adapter -> (n_selected, d) fp32 m
         self.gate_positions: dict[str, list[int] | None] = {}
         self.gate_trainable: dict[str, bool] = {}
-        self._created_bias = False
-        self._folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []  # (columns, weight part, bias)
-
-    @classmethod
-    def state_names(cls, config: HeadGateConfig) -> tuple[set[str], set[str]]:
-        return {"gate_scale", "gate_baseline"}, set()
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: HeadGateConfig) -> None:
-        device = self._device()
-        scale = torch.full((num_selected,), config.scale, dtype=torch.float32, device=device)
+        scale = torch.full((num_selected,), config.scale, dtype=torch.float32)
         if not config.init_weights:  # random gates, for tests
-            scale = scale + torch.randn(num_selected, device=device)
+            scale = scale + torch.randn(num_selected)
         self.gate_scale[adapter_name] = nn.Parameter(scale, requires_grad=config.trainable)
-        self.gate_baseline[adapter_name] = torch.zeros(num_selected, self.head_dim, device=device)
+        self.gate_baseline[adapter_name] = torch.zeros(num_selected, self.head_dim)
         self.gate_positions[adapter_name] = config.positions
         self.gate_trainable[adapter_name] = config.trainable
 
@@ -57,75 +49,33 @@ class HeadGateLayer(HeadLayer):
             if not self.gate_trainable.get(name, True):
                 param.requires_grad_(False)
 
-    def affine(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def gain_and_shift(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(H, 1) gain a and (H, d) shift (1 - a) m of this layer (identity on untouched heads)."""
         scale = self.full_head_tensor(self.gate_scale[adapter_name], adapter_name, fill=1.0)[:, None]
         baseline = self.full_head_tensor(self.gate_baseline[adapter_name].float(), adapter_name, fill=0.0)
         return scale, (1 - scale) * baseline
 
-    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        gain, shift = self.affine(adapter_name)
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str, call: AttentionCall | None) -> torch.Tensor:
+        gain, shift = self.gain_and_shift(adapter_name)
         gated = torch.addcmul(shift, heads, gain)  # (B, T, H, d)
         positions = self.gate_positions.get(adapter_name)
         if positions is None:
             return gated
-        call = self.call
+        if call is None:
+            raise RuntimeError(
+                f"the head gate {adapter_name!r} acts at positions {positions}, but layer {self.site.layer}'s output "
+                "projection ran outside an attention call, so the positions are unknown: run the whole model"
+            )
         rows = call.shared(f"gate positions {positions}", lambda: select_real_positions(call.real_keys(), positions))
         rows = rows[:, call.past_length:call.past_length + call.q_len]
         return torch.where(rows.to(heads.device)[:, :, None, None], gated, heads)
 
-    # -- merge ----------------------------------------------------------------------------------
-    def check_mergeable(self) -> None:
-        check_plain_projection(self.site)
-        positional = sorted(name for name, positions in self.gate_positions.items() if positions is not None)
-        if positional:
-            raise TypeError(
-                f"the head gate(s) {positional} act at chosen positions only, which no weight can express; only a gate "
-                "at every position (positions=None) merges. Keep them attached, or save them with save_pretrained()."
-            )
-
-    def merge_order(self, adapter_names: list[str] | None) -> list[str]:
-        return merge_order(self, adapter_names)
-
-    def check_finite(self, adapter_names: list[str] | None) -> None:
-        for name in self.merge_order(adapter_names):
-            gain, shift = self.affine(name)
-            if not (torch.isfinite(gain).all() and torch.isfinite(shift).all()):
-                raise ValueError(f"NaNs detected in the merged weights: the head gate {name!r} of layer {self.site.layer} "
-                                 "holds NaN or inf. Nothing was merged.")
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        if safe_merge:
-            self.check_finite(adapter_names)
-        module = self.site.output
-        conv = type(module).__name__ == "Conv1D"
-        for name in self.merge_order(adapter_names):
-            with torch.no_grad():
-                gain, shift = self.affine(name)
-            gain = gain.expand(-1, self.head_dim).flatten().float()
-            columns = (self.head_index[name][:, None] * self.head_dim + torch.arange(self.head_dim, device=self.head_index[name].device)).flatten()
-            kept = (module.weight[columns] if conv else module.weight[:, columns]).detach().clone()
-            bias = None if module.bias is None else module.bias.detach().clone()
-            self._folded.append((columns, kept, bias))
-            self._created_bias |= fold_into_projection(self.site, gain, shift.flatten().float())
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        module = self.site.output
-        conv = type(module).__name__ == "Conv1D"
-        with torch.no_grad():
-            while self.merged_adapters:
-                self.merged_adapters.pop()
-                columns, kept, bias = self._folded.pop()
-                if conv:
-                    module.weight[columns] = kept
-                else:
-                    module.weight[:, columns] = kept
-                if bias is not None:
-                    module.bias.copy_(bias)
-        if self._created_bias:
-            self.site.output.bias = None
-            self._created_bias = False
+    def merge_refusal(self, adapter_name: str) -> str | None:
+        positions = self.gate_positions.get(adapter_name)
+        if positions is not None:
+            return (f"the head gate {adapter_name!r} acts at chosen positions ({positions}) only, which no weight can express; only a "
+                    "gate at every position (positions=None) merges. Keep it attached, or save it with save_pretrained().")
+        return None
 
 
 class HeadGateModel(HeadTuner):
@@ -139,9 +89,6 @@ class HeadGateModel(HeadTuner):
         for holder in self.holders():
             holder.set_adapter(holder.active_adapters)
 
-    def after_merge(self, model: nn.Module, holders, sites) -> None:
-        if any(holder._created_bias for holder in holders):
-            make_bias_loadable(model, sites)
 
 
 def _tuner(model) -> HeadGateModel:

@@ -1,53 +1,48 @@
-"""Temporary hooks for the analysis context managers: one attention pre-hook and one output-projection
-pre-hook per touched layer, removed on exit (also when the body raises).
+"""The analysis context managers' edits, on headwise's one hook primitive (:mod:`headwise.hooks`).
 
-Per attention call the pre-hook reads the call (:class:`headwise.calls.AttentionCall`), may rewrite
-the attention mask, and may record the value vectors attention uses: it hands the attention module
-a cache that passes every ``update`` through to the real cache (or to none) and keeps the returned
-values ``(B, H_kv, T_k, d)``, so the values are exactly the ones the model's kernel saw, whatever the
-backend, with the KV cache and with GQA.
+Each context manager registers one :class:`TemporaryEdit` per touched site for the duration of its
+block (removed on exit, also when the body raises). Like the adapters, an edit keeps nothing of a
+call: the call arrives as an argument, and the value vectors attention used are recorded into the
+call itself (``call.notes["values"]``) by a cache that passes every ``update`` through to the real one
+(or to none), so they are exactly the ones the model's kernel saw, whatever the backend, with the KV
+cache and with GQA. The edits run after the model's adapters, on the fp32 head outputs (in bf16/fp16
+the projection is recomputed in fp32, as for adapters).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from headwise.calls import AttentionCall, read_attention_call
+from headwise.calls import AttentionCall
+from headwise.hooks import SiteEdit, add_edit, remove_edit
 from headwise.sites import HeadSite, find_head_sites
 
-__all__ = ["LayerState", "temporary_hooks", "sites_for"]
+__all__ = ["TemporaryEdit", "temporary_hooks", "sites_for", "recorded_values"]
 
 _CACHE_NAMES = ("cache", "layer_past", "past_key_values")
 MASK_IMPLEMENTATIONS = ("eager", "sdpa")
 
-
-@dataclass
-class LayerState:
-    """What the hooks of one layer know about the attention call in progress."""
-
-    site: HeadSite
-    call: AttentionCall | None = None
-    values: torch.Tensor | None = None  # (B, H_kv, T_k, d) when recorded
-    extra: dict = field(default_factory=dict)
+HeadsEdit = Callable[[HeadSite, AttentionCall, torch.Tensor], torch.Tensor]
+MaskEdit = Callable[[HeadSite, AttentionCall, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
 class _RecordingCache:
-    """Stands in for the layer's cache: forwards ``update`` to the real one (if any) and keeps the values."""
+    """Stands in for the layer's cache for one call: forwards ``update`` to the real one (if any) and
+    notes the values in the call."""
 
-    def __init__(self, inner, state: LayerState) -> None:
+    def __init__(self, inner, call: AttentionCall) -> None:
         self._inner = inner
-        self._state = state
+        self._call = call
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         if self._inner is not None:
             key_states, value_states = self._inner.update(key_states, value_states, layer_idx, *args, **kwargs)
-        self._state.values = value_states
+        self._call.notes["values"] = value_states
         return key_states, value_states
 
     def __getattr__(self, name):
@@ -55,6 +50,47 @@ class _RecordingCache:
         if inner is None:
             raise AttributeError(name)
         return getattr(inner, name)
+
+
+def recorded_values(call: AttentionCall) -> torch.Tensor | None:
+    """(B, H_kv, T_k, d): the value vectors this call's attention used, when an edit asked to record them."""
+    return call.notes.get("values")
+
+
+class TemporaryEdit(SiteEdit):
+    """One site's analysis edit: any of a head edit, a mask edit and value recording."""
+
+    def __init__(self, site: HeadSite, edit_heads: HeadsEdit | None, edit_mask: MaskEdit | None,
+                 record_values: bool, observe_only: bool) -> None:
+        self.site = site
+        self.edit_heads = edit_heads
+        self.edit_mask = edit_mask
+        self.cache_name = _cache_parameter(site.attention) if record_values else None
+        self.changes_heads = not observe_only
+
+    def site_roles(self) -> set[str]:
+        roles = set()
+        if self.edit_heads is not None:
+            roles.add("heads")
+        if self.edit_mask is not None:
+            roles.add("mask")
+        if self.cache_name is not None:
+            roles.add("arguments")
+        return roles
+
+    def apply_heads(self, heads: torch.Tensor, call: AttentionCall | None) -> torch.Tensor:
+        if call is None:
+            raise RuntimeError(f"layer {self.site.layer}'s output projection ran outside an attention call: "
+                               "the analysis edit cannot place it; run the whole model")
+        return self.edit_heads(self.site, call, heads)
+
+    def apply_mask(self, mask: torch.Tensor | None, call: AttentionCall) -> torch.Tensor | None:
+        return self.edit_mask(self.site, call, mask)
+
+    def apply_arguments(self, call: AttentionCall, args: tuple, kwargs: dict):
+        name = next((n for n in _CACHE_NAMES if kwargs.get(n) is not None), self.cache_name)
+        kwargs[name] = _RecordingCache(kwargs.get(name), call)
+        return args, kwargs
 
 
 def _cache_parameter(attention: nn.Module) -> str:
@@ -98,55 +134,26 @@ def check_mask_backend(model: nn.Module, what: str) -> None:
 @contextlib.contextmanager
 def temporary_hooks(
     sites: dict[int, HeadSite],
-    edit_heads: Callable[[LayerState, torch.Tensor], torch.Tensor] | None = None,
-    edit_mask: Callable[[LayerState], torch.Tensor | None] | None = None,
+    edit_heads: HeadsEdit | None = None,
+    edit_mask: MaskEdit | None = None,
     record_values: bool = False,
-) -> Iterator[dict[int, LayerState]]:
-    """Attach the hooks to every site; yield the per-layer states; remove every hook on exit.
+    observe_only: bool = False,
+) -> Iterator[None]:
+    """Register a :class:`TemporaryEdit` at every site for the block.
 
-    ``edit_heads(state, heads)`` gets the fp32 ``(B, T_q, H, d)`` head outputs and returns them edited;
-    ``edit_mask(state)`` returns a new 4-D attention mask (or None to keep it).
-    """
-    states = {layer: LayerState(site) for layer, site in sites.items()}
-    cache_names = {layer: _cache_parameter(site.attention) for layer, site in sites.items()} if record_values else {}
-    handles = []
-
-    def make_attention_hook(state: LayerState, layer: int):
-        def hook(module, args, kwargs):
-            state.call = read_attention_call(layer, args, kwargs)
-            state.values = None
-            changed = False
-            if record_values:
-                name = next((n for n in _CACHE_NAMES if kwargs.get(n) is not None), cache_names[layer])
-                kwargs[name] = _RecordingCache(kwargs.get(name), state)
-                changed = True
-            if edit_mask is not None:
-                mask = edit_mask(state)
-                if mask is not None:
-                    kwargs["attention_mask"] = mask
-                    changed = True
-            return (args, kwargs) if changed else None
-
-        return hook
-
-    def make_output_hook(state: LayerState):
-        def hook(module, args):
-            x = args[0]
-            heads = x.unflatten(-1, (state.site.num_heads, state.site.head_dim)).float()  # (B, Tq, H, d)
-            return (edit_heads(state, heads).flatten(-2).to(x.dtype), *args[1:])
-
-        return hook
-
+    ``edit_heads(site, call, heads)`` gets the fp32 ``(B, T_q, H, d)`` head outputs and returns them
+    edited (``observe_only``: returned unchanged, e.g. recorded); ``edit_mask(site, call, mask)`` returns
+    a new additive 4-D attention mask (``mask``: an earlier edit's, or None for the call's own)."""
+    edits = [(site, TemporaryEdit(site, edit_heads, edit_mask, record_values, observe_only)) for site in sites.values()]
+    added = []
     try:
-        for layer, state in states.items():
-            if record_values or edit_mask is not None or edit_heads is not None:
-                handles.append(state.site.attention.register_forward_pre_hook(make_attention_hook(state, layer), with_kwargs=True))
-            if edit_heads is not None:
-                handles.append(state.site.output.register_forward_pre_hook(make_output_hook(state)))
-        yield states
+        for site, edit in edits:
+            add_edit(site, edit)
+            added.append((site, edit))
+        yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for site, edit in reversed(added):
+            remove_edit(site, edit)
 
 
 def query_slice(positions: torch.Tensor | None, call: AttentionCall) -> torch.Tensor | None:

@@ -69,12 +69,11 @@ def patch(model: nn.Module, edits: Mapping[tuple[int, int], PatchValue], positio
     plan = _normalise(edits, sites, None if positions is None else positions.shape[0])
     by_layer = {layer: [(head, *plan[(layer, head)]) for head in heads] for layer, heads in group_by_layer(plan).items()}
 
-    def edit(state, heads):
-        call = state.call
+    def edit(site, call, heads):
         rows = query_slice(positions, call)  # (B, Tq) or None
         start = call.past_length
         heads = heads.clone()  # the view may share memory with the attention output autograd still needs
-        for head, kind, value in by_layer[state.site.layer]:
+        for head, kind, value in by_layer[site.layer]:
             current = heads[:, :, head]  # (B, Tq, d)
             if kind == "scale":
                 new = current * value
@@ -85,7 +84,7 @@ def patch(model: nn.Module, edits: Mapping[tuple[int, int], PatchValue], positio
                 stop = min(start + call.q_len, value.shape[1])
                 if stop > start:
                     if value.shape[0] != current.shape[0]:
-                        raise ValueError(f"head ({state.site.layer}, {head}): the patch holds {value.shape[0]} rows, the batch {current.shape[0]}")
+                        raise ValueError(f"head ({site.layer}, {head}): the patch holds {value.shape[0]} rows, the batch {current.shape[0]}")
                     new[:, : stop - start] = value[:, start:stop].to(current.device)
             if rows is not None:
                 new = torch.where(rows[..., None], new, current)

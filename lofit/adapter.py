@@ -12,11 +12,10 @@ Merging folds it exactly into the projection: W' = W diag(1 + A), b' = b + W v.
 from __future__ import annotations
 
 import torch
-from peft.tuners._buffer_dict import BufferDict
+from headwise.compat import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.merging import check_plain_projection, fold_into_projection, make_bias_loadable, merge_order
 from headwise.tuner import HeadTuner
 
 from .config import LofitConfig
@@ -34,25 +33,17 @@ class LofitLayer(HeadLayer):
         self.lofit_offset_unit = BufferDict({}, persistent=True)  # adapter -> (n_selected, 1) fp32
         self.lofit_scale = nn.ParameterDict()  # adapter -> (n_selected, d) fp32
         self.lofit_l1: dict[str, float] = {}
-        self._created_bias = False
-
-    @classmethod
-    def state_names(cls, config: LofitConfig) -> tuple[set[str], set[str]]:
-        required = {"lofit_offset"} if config.use_offset else set()
-        if config.use_scale:
-            required.add("lofit_scale")
-        return required, ({"lofit_offset_unit"} if config.use_offset else set())  # adapters saved before units had none
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: LofitConfig) -> None:
         random_start = 0.0 if config.init_weights else 0.5  # init_weights=False: clearly non-identity, for tests
         if config.use_offset:
             self.lofit_offset[adapter_name] = self.new_parameter(num_selected, random_start or config.init_std)
-            self.lofit_offset_unit[adapter_name] = torch.ones(num_selected, 1, device=self._device())
+            self.lofit_offset_unit[adapter_name] = torch.ones(num_selected, 1)
         if config.use_scale:
             self.lofit_scale[adapter_name] = self.new_parameter(num_selected, random_start or config.scale_init_std)
         self.lofit_l1[adapter_name] = config.l1_lambda
 
-    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str, call) -> torch.Tensor:
         # heads: (B, T, H, d) fp32; gain and shift broadcast as (H, d)
         gain, shift = self.gain_and_shift(adapter_name)
         if gain is not None and shift is not None:
@@ -89,53 +80,9 @@ class LofitLayer(HeadLayer):
             return None
         return l1 * self.lofit_scale[adapter_name].abs().sum()
 
-    # -- merge ----------------------------------------------------------------------------------
-    def check_mergeable(self) -> None:
-        check_plain_projection(self.site)
-
-    def merge_order(self, adapter_names: list[str] | None) -> list[str]:
-        return merge_order(self, adapter_names)
-
-    def check_finite(self, adapter_names: list[str] | None) -> None:
-        """Raise PEFT's ValueError for NaN / inf weights, naming the adapter and the layer."""
-        for name in self.merge_order(adapter_names):
-            gain, shift = self._flat(name)
-            if any(t is not None and not torch.isfinite(t).all() for t in (gain, shift)):
-                raise ValueError(
-                    f"NaNs detected in the merged weights. The adapter {name!r} seems to be broken: its LoFiT weights in "
-                    f"layer {self.site.layer} hold NaN or inf. Nothing was merged."
-                )
-
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        if safe_merge:
-            self.check_finite(adapter_names)
-        for name in self.merge_order(adapter_names):
-            gain, shift = self._flat(name)
-            self._created_bias |= fold_into_projection(self.site, gain, shift)
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            gain, shift = self._flat(name)
-            fold_into_projection(self.site, gain, shift, inverse=True)
-        if self._created_bias:
-            self.site.output.bias = None
-            self._created_bias = False
-
-    def _flat(self, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(H*d,) fp32 gain and shift: the fold is done in fp32 even after the model was cast to fp16 / bf16."""
-        with torch.no_grad():
-            gain, shift = self.gain_and_shift(name)
-        return (None if gain is None else gain.flatten().float()), (None if shift is None else shift.flatten().float())
-
 
 class LofitModel(HeadTuner):
     """PEFT tuner for LoFiT; use ``headwise.wrap(model, LofitConfig(...))`` or ``peft.get_peft_model``."""
 
     prefix = "lofit_"
     tuner_layer_cls = LofitLayer
-
-    def after_merge(self, model: nn.Module, holders: list[HeadLayer], sites) -> None:
-        if any(holder._created_bias for holder in holders):
-            make_bias_loadable(model, sites)

@@ -10,22 +10,22 @@ injection through the KV cache. The last prompt token of each row is read from t
 from __future__ import annotations
 
 import torch
-from peft.tuners._buffer_dict import BufferDict
+from headwise.compat import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.calls import read_attention_call
+from headwise.calls import AttentionCall, read_attention_call
 from headwise.tuner import HeadTuner
 
 from .config import SoftInjectionConfig
 
-__all__ = ["SoftInjectionLayer", "SoftInjectionModel", "is_prefill"]
+__all__ = ["SoftInjectionLayer", "SoftInjectionModel", "is_prefill", "last_real_positions"]
 
 
 def last_real_positions(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     """(B,) index of each row's last real token from a 4-D attention mask (B, 1, T, T) of a prefill:
     a real token attends to itself, a padding token does not. None when there is no padding mask."""
-    if mask is None or mask.dim() != 4 or mask.shape[-1] != length or mask.shape[-2] != length:
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[-1] != length or mask.shape[-2] != length:
         return None
     allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
     diagonal = torch.diagonal(allowed[:, 0], dim1=-2, dim2=-1)  # (B, T): token t attends to itself
@@ -40,44 +40,32 @@ def is_prefill(layer: int, args: tuple, kwargs: dict) -> bool:
 class SoftInjectionLayer(HeadLayer):
     adapter_layer_names = ("soft_injection_theta",)
     other_param_names = ("head_index", "soft_injection_embedding")
-    hooks = ("attention_call", "head_outputs")  # the call says whether this is the prefill, and where rows end
 
     def __init__(self, site) -> None:
         super().__init__(site)
         self.soft_injection_theta = nn.ParameterDict()  # adapter -> (n_selected,) fp32
         self.soft_injection_embedding = BufferDict({}, persistent=True)  # adapter -> (n_selected, d) fp32
-        self._last_positions: torch.Tensor | None = None  # (B,) last real token per row, or None = position -1
 
-    def on_attention_call(self, call, args, kwargs):
-        positions = None
-        if call.is_prefill:  # once per forward pass, shared by the layers
-            positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))
-        self.__dict__["_last_positions"] = positions  # a plain attribute, set on every call: skip nn.Module.__setattr__
-        return None
-
-    def acts_on_call(self) -> bool:
-        return self.call is None or self.call.is_prefill  # decoding steps see the injection through the cache
-
-    @classmethod
-    def state_names(cls, config: SoftInjectionConfig) -> tuple[set[str], set[str]]:
-        return {"soft_injection_theta", "soft_injection_embedding"}, set()
+    def acts_on(self, call: AttentionCall | None) -> bool:
+        return call is None or call.is_prefill  # decoding steps see the injection through the cache
 
     def create_parameters(self, adapter_name: str, num_selected: int, config: SoftInjectionConfig) -> None:
-        device = self._device()
-        theta = torch.full((num_selected,), float(config.init_theta), dtype=torch.float32, device=device)
+        theta = torch.full((num_selected,), float(config.init_theta), dtype=torch.float32)
         if not config.init_weights:  # random mixing weights, for tests
             theta.normal_(0.0, 2.0)
         self.soft_injection_theta[adapter_name] = nn.Parameter(theta)
-        self.soft_injection_embedding[adapter_name] = torch.zeros(num_selected, self.head_dim, device=device)
+        self.soft_injection_embedding[adapter_name] = torch.zeros(num_selected, self.head_dim)
 
     def alpha(self, adapter_name: str) -> torch.Tensor:
         """(H,) mixing weights of this layer; 0 for heads the adapter does not touch."""
         return self.full_head_tensor(torch.sigmoid(self.soft_injection_theta[adapter_name]), adapter_name, fill=0.0)
 
-    def edit_heads(self, heads: torch.Tensor, adapter_name: str) -> torch.Tensor:
+    def edit_heads(self, heads: torch.Tensor, adapter_name: str, call: AttentionCall | None) -> torch.Tensor:
         alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
         task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
-        positions = self._last_positions
+        positions = None
+        if call is not None:  # once per forward pass, shared by the layers
+            positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))
         if positions is None:  # no padding mask: the last token of every row is the prompt's last
             last = (1 - alpha) * heads[:, -1] + alpha * task  # (B, H, d)
             return torch.cat([heads[:, :-1], last[:, None]], dim=1)
@@ -85,6 +73,11 @@ class SoftInjectionLayer(HeadLayer):
         positions = positions.to(heads.device)
         mixed = (1 - alpha) * heads[rows, positions] + alpha * task  # (B, H, d)
         return heads.index_put((rows, positions), mixed)
+
+    def merge_refusal(self, adapter_name: str) -> str | None:
+        return ("soft injection cannot be merged into the model's weights: it mixes the task embedding into the last "
+                "prompt token only, on the prefill pass, which no weight can express. Keep the adapter attached, or save "
+                "it with save_pretrained() and load it with headwise.from_pretrained().")
 
 
 class SoftInjectionModel(HeadTuner):

@@ -2,6 +2,8 @@
 for another mask (a new mask at the same address, an in-place edit, a freed mask)."""
 
 import gc
+import threading
+import weakref
 
 import pytest
 import torch
@@ -37,16 +39,31 @@ def test_a_fact_is_computed_once_per_mask_and_again_for_a_new_mask():
     assert call_with(other, length=5).shared("probe", lambda: counts.append(1) or len(counts)) == 2
 
 
-def test_an_edited_or_freed_mask_is_not_served_from_the_store():
+def test_an_edited_mask_is_not_served_from_the_store_and_the_facts_go_with_their_mask():
     mask = padded_mask([0, 0])
     assert call_with(mask, length=5).real_keys().all()
     mask[1, :, :, :3] = False  # in place: row 1 now has three pads
     assert call_with(mask, length=5).real_keys()[1].tolist() == [False, False, False, True, True]
-    address = id(mask)
-    assert sum(key[0] == address for key in calls._MASK_FACTS) == 2  # before and after the edit
+    facts = weakref.ref(call_with(mask, length=5).shared("probe", lambda: torch.zeros(1)))  # kept on the mask, nowhere else
     del mask
     gc.collect()
-    assert not any(key[0] == address for key in calls._MASK_FACTS)  # the entries went with their mask
+    assert facts() is None
+
+
+def test_two_threads_with_masks_of_their_own_never_see_each_others_facts():
+    masks = [padded_mask([0, 3]), padded_mask([2, 0])]
+    seen = {}
+
+    def work(index):
+        for _ in range(200):
+            seen.setdefault(index, set()).add(tuple(call_with(masks[index], length=5).real_keys()[:, 0].tolist()))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {0: {(True, False)}, 1: {(False, True)}}
 
 
 def test_inference_mode_masks_work():
@@ -79,7 +96,6 @@ def test_zerotuning_builds_its_initial_key_mask_once_per_forward_pass(monkeypatc
         # the same shapes with the padding moved: a fresh mask, fresh facts, the model's own answer
         second = model(input_ids=ids, attention_mask=torch.tensor([[1] * 5, [0, 1, 1, 1, 1]])).logits
         assert len(built) == 2
-        calls._MASK_FACTS.clear()
         alone = model(input_ids=ids, attention_mask=torch.tensor([[1] * 5, [0, 1, 1, 1, 1]])).logits
     assert torch.equal(second, alone) and not torch.allclose(first, second)
 
@@ -92,7 +108,7 @@ def test_soft_injection_leaves_decoding_steps_alone_without_touching_the_heads()
     for module in model.modules():
         if hasattr(module, "soft_injection_theta"):
             original = module.edit_heads
-            module.edit_heads = lambda heads, name, original=original: edits.append(1) or original(heads, name)
+            module.edit_heads = lambda heads, name, call, original=original: edits.append(1) or original(heads, name, call)
     ids = torch.tensor([[5, 17, 33, 8]])
     with torch.no_grad():
         cache = model(input_ids=ids, use_cache=True).cache

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import headwise
+import lofit  # noqa: F401  (registers LOFIT: the "clash" case below collides with its prefix)
 from headwise import AdapterConfig, register_method
 from headwise.adapter import HeadLayer
 from headwise.tuner import HeadTuner
@@ -25,9 +26,9 @@ class GainLayer(HeadLayer):
         self.toygain_gain = nn.ParameterDict()
 
     def create_parameters(self, adapter_name, num_selected, config):
-        self.toygain_gain[adapter_name] = nn.Parameter(torch.full((num_selected, 1), config.gain, device=self._device()))
+        self.toygain_gain[adapter_name] = nn.Parameter(torch.full((num_selected, 1), config.gain))
 
-    def edit_heads(self, heads, adapter_name):
+    def edit_heads(self, heads, adapter_name, call):
         return heads * self.full_head_tensor(self.toygain_gain[adapter_name], adapter_name, fill=1.0)
 
 
@@ -153,10 +154,9 @@ def test_per_head_read_and_write_helpers_work_for_any_method():
 
 
 class RecorderLayer(HeadLayer):
-    """Declares only the attention-call hook and records what the base read from each call."""
+    """Implements only edit_mask (returning None: the mask is kept) and records each call it is handed."""
 
     adapter_layer_names = ("toyrec_unused",)
-    hooks = ("attention_call",)
 
     def __init__(self, site):
         super().__init__(site)
@@ -164,9 +164,9 @@ class RecorderLayer(HeadLayer):
         self.seen = []
 
     def create_parameters(self, adapter_name, num_selected, config):
-        self.toyrec_unused[adapter_name] = nn.Parameter(torch.zeros(num_selected, device=self._device()))
+        self.toyrec_unused[adapter_name] = nn.Parameter(torch.zeros(num_selected))
 
-    def on_attention_call(self, call, args, kwargs):
+    def edit_mask(self, mask, adapter_name, call):
         self.seen.append((call.past_length, call.q_len, call.is_prefill))
         return None
 
@@ -184,7 +184,7 @@ class RecorderConfig(AdapterConfig):
 register_method("toy_recorder", RecorderConfig, RecorderModel)
 
 
-def test_declared_hooks_get_one_shared_reading_of_each_attention_call():
+def test_a_mask_edit_gets_one_reading_of_each_attention_call():
     base = tiny_model("llama")
     model = headwise.wrap(base, RecorderConfig(heads=[(1, 0)]))
     holder = next(m for m in model.modules() if isinstance(m, RecorderLayer))
@@ -192,14 +192,14 @@ def test_declared_hooks_get_one_shared_reading_of_each_attention_call():
     with torch.no_grad():
         model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert holder.seen == [(0, 5, True), (5, 1, False), (6, 1, False)]
-    o_proj = base.model.layers[1].self_attn.o_proj
-    assert not o_proj._forward_pre_hooks  # only the declared hook was attached
+    assert holder.site_roles() == {"mask"}  # the head outputs are not unflattened for it
     model.unload()
-    assert not base.model.layers[1].self_attn._forward_pre_hooks
+    attention = base.model.layers[1].self_attn
+    assert not attention._forward_pre_hooks and not attention._forward_hooks and not attention.o_proj._forward_pre_hooks
 
 
-def test_unknown_hooks_are_refused_at_registration():
-    layer = type("OddHooks", (GainLayer,), {"hooks": ("attention_output",)})
-    tuner = type("OddTuner", (HeadTuner,), {"prefix": "toygain2_", "tuner_layer_cls": layer})
-    with pytest.raises(ValueError, match="hooks must name some of"):
-        register_method("toy_odd", GainConfig, tuner)
+def test_a_holder_that_edits_nothing_is_refused_at_registration():
+    layer = type("Idle", (HeadLayer,), {"adapter_layer_names": ("toyidle_x",), "create_parameters": GainLayer.create_parameters})
+    tuner = type("IdleTuner", (HeadTuner,), {"prefix": "toyidle_", "tuner_layer_cls": layer})
+    with pytest.raises(TypeError, match="must implement edit_heads"):
+        register_method("toy_idle", GainConfig, tuner)

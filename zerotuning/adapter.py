@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from headwise.adapter import HeadLayer
+from headwise.calls import AttentionCall
 from headwise.sites import HeadSite
 from headwise.tuner import HeadTuner
 
@@ -36,7 +37,6 @@ def initial_key_mask(call, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tens
 
 class ZeroTuningLayer(HeadLayer):
     adapter_layer_names = ("zerotuning_log_gamma",)
-    hooks = ("attention_call",)  # a bias on the attention mask; the head outputs are left alone
 
     def __init__(self, site: HeadSite) -> None:
         super().__init__(site)
@@ -47,46 +47,36 @@ class ZeroTuningLayer(HeadLayer):
         window = getattr(config, "sliding_window", None)
         self.sliding_window = window if (sliding or (layer_types is None and window)) else None
 
-    @classmethod
-    def state_names(cls, config: ZeroTuningConfig) -> tuple[set[str], set[str]]:
-        return {"zerotuning_log_gamma"}, set()
-
     def create_parameters(self, adapter_name: str, num_selected: int, config: ZeroTuningConfig) -> None:
         value = torch.log(torch.tensor(float(config.gamma)))
-        log_gamma = torch.full((num_selected,), float(value), dtype=torch.float32, device=self._device())
+        log_gamma = torch.full((num_selected,), float(value), dtype=torch.float32)
         if not config.init_weights:  # random gammas around the configured one, for tests
-            log_gamma += torch.randn(num_selected, device=log_gamma.device)
+            log_gamma += torch.randn(num_selected)
         self.zerotuning_log_gamma[adapter_name] = nn.Parameter(log_gamma)
 
-    def log_gamma(self) -> torch.Tensor | None:
-        """(H,) sum of the applied adapters' ln(gamma) (0 for untouched heads), or None."""
-        adapters = self.applied_adapters()
-        if not adapters:
-            return None
-        total = self.full_head_tensor(self.zerotuning_log_gamma[adapters[0]], adapters[0], fill=0.0)
-        for name in adapters[1:]:
-            total = total + self.full_head_tensor(self.zerotuning_log_gamma[name], name, fill=0.0)
-        return total
+    def log_gamma(self, adapter_name: str) -> torch.Tensor:
+        """(H,) ln(gamma) of this layer's heads under ``adapter_name`` (0 for untouched heads)."""
+        return self.full_head_tensor(self.zerotuning_log_gamma[adapter_name], adapter_name, fill=0.0)
 
-    def on_attention_call(self, call, args: tuple, kwargs: dict):
-        log_gamma = self.log_gamma()
-        if log_gamma is None:
-            return None
+    def edit_mask(self, mask: torch.Tensor | None, adapter_name: str, call: AttentionCall) -> torch.Tensor:
         if self.sliding_window is not None and call.k_len > self.sliding_window:
             raise ValueError(
                 f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
                 f"{call.k_len} long: its initial token is out of the window. Target full-attention layers only."
             )
+        call.check_tensor_mask()
         dtype = call.hidden_states.dtype if call.hidden_states.dtype.is_floating_point else torch.float32
         additive, initial = call.shared(f"zerotuning {dtype}", lambda: initial_key_mask(call, dtype))
-        if log_gamma.dtype != additive.dtype:
-            log_gamma = log_gamma.to(additive.dtype)
-        # (B, 1, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
-        kwargs["attention_mask"] = torch.addcmul(additive, initial, log_gamma.view(1, -1, 1, 1))
-        return args, kwargs
+        if mask is None:
+            mask = additive
+        log_gamma = self.log_gamma(adapter_name)
+        if log_gamma.dtype != mask.dtype:
+            log_gamma = log_gamma.to(mask.dtype)
+        # (B, 1|H, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
+        return torch.addcmul(mask, initial, log_gamma.view(1, -1, 1, 1))
 
-    def check_mergeable(self) -> None:
-        raise TypeError(
+    def merge_refusal(self, adapter_name: str) -> str | None:
+        return (
             "ZeroTuning cannot be merged: it rescales attention weights (a softmax input), which no weight of the "
             "model can express. Keep the adapter attached, or save it with save_pretrained()."
         )
