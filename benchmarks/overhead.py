@@ -25,6 +25,7 @@ from common import bootstrap_median, interleaved_ratios, machine, markdown_table
 
 import headwise
 from headwise.adapter import HeadLayer
+from headwise.hooks import _SiteHooks
 from headwise.heads import top_k_heads
 from headwise.progress import disable_progress_bars
 from lofit import LofitConfig
@@ -92,14 +93,15 @@ def timers(batch: int, length: int, vocab: int):
     return {"prefill": prefill, "decode step": decode}
 
 
-HOOK_METHODS = ("_read_call", "_edit_output_input", "_recompute_low_precision_output")
+HOOK_METHODS = ("before_attention", "after_attention", "before_output", "after_output")  # headwise.hooks' site hooks
 
 
 @contextlib.contextmanager
 def timed_hooks(model):
-    """Re-attach every headwise holder of ``model`` with its hook methods timed; yields the running total (s)."""
+    """Re-attach every headwise holder of ``model`` with the site hooks timed; yields the running total (s)."""
     holders = [module for module in model.modules() if isinstance(module, HeadLayer) and module.is_attached]
     spent = [0.0]
+    originals = {name: getattr(_SiteHooks, name) for name in HOOK_METHODS}
 
     def timed(method):
         def run(*args, **kwargs):
@@ -110,18 +112,20 @@ def timed_hooks(model):
                 spent[0] += time.perf_counter() - start
         return run
 
-    for holder in holders:
+    for holder in holders:  # the hooks are bound when a site's first edit attaches: re-attach to time them
         holder.detach()
-        for name in HOOK_METHODS:
-            setattr(holder, name, timed(getattr(holder, name)))
+    for name, method in originals.items():
+        setattr(_SiteHooks, name, timed(method))
+    for holder in holders:
         holder.attach()
     try:
         yield spent
     finally:
         for holder in holders:
             holder.detach()
-            for name in HOOK_METHODS:
-                delattr(holder, name)
+        for name, method in originals.items():
+            setattr(_SiteHooks, name, method)
+        for holder in holders:
             holder.attach()
 
 

@@ -77,14 +77,40 @@ class _SiteState(NamedTuple):
 
 
 _FRAMES: ContextVar[tuple[tuple[nn.Module, AttentionCall], ...]] = ContextVar("headwise_frames", default=())
+# While torch.compile traces (dynamo cannot trace a ContextVar), the frames of the traced code: pushed and popped
+# within one traced region, so the stack is empty again when the region ends.
+_TRACED_FRAMES: list[tuple[nn.Module, AttentionCall]] = []
+
+
+def _frames() -> tuple | list:
+    return _TRACED_FRAMES if torch.compiler.is_compiling() else _FRAMES.get()
 
 
 def current_call(attention: nn.Module) -> AttentionCall | None:
     """The innermost call of ``attention`` in progress in this thread / task, or None."""
-    for module, call in reversed(_FRAMES.get()):
-        if module is attention:
-            return call
+    frames = _frames()
+    for index in range(len(frames) - 1, -1, -1):
+        if frames[index][0] is attention:
+            return frames[index][1]
     return None
+
+
+def _open_frame(attention: nn.Module, call: AttentionCall) -> None:
+    if torch.compiler.is_compiling():
+        _TRACED_FRAMES.append((attention, call))
+    else:
+        _FRAMES.set(_FRAMES.get() + ((attention, call),))
+
+
+def _close_frame(attention: nn.Module) -> None:
+    frames = _frames()
+    for index in range(len(frames) - 1, -1, -1):
+        if frames[index][0] is attention:
+            if torch.compiler.is_compiling():
+                del _TRACED_FRAMES[index]
+            else:
+                _FRAMES.set(frames[:index] + frames[index + 1:])
+            return
 
 
 def _is_plain_projection(module: nn.Module) -> bool:
@@ -136,15 +162,11 @@ class _SiteHooks:
             if mask is not None:
                 kwargs["attention_mask"] = mask
                 changed = True
-        _FRAMES.set(_FRAMES.get() + ((module, call),))
+        _open_frame(module, call)
         return (args, kwargs) if changed else None
 
     def after_attention(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        frames = _FRAMES.get()
-        for index in range(len(frames) - 1, -1, -1):
-            if frames[index][0] is module:
-                _FRAMES.set(frames[:index] + frames[index + 1:])
-                break
+        _close_frame(module)
         return None
 
     def _active(self, call: AttentionCall | None) -> list[SiteEdit]:

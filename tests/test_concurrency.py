@@ -14,11 +14,7 @@ import headwise
 import interventions as iv
 from headwise import hooks
 from headwise.hooks import SiteEdit, add_edit, remove_edit
-from interventions import HeadGateConfig
-from lofit import LofitConfig
-from soft_injection import inject
-from tiny_models import tiny_model
-from zerotuning import ZeroTuningConfig
+from tiny_models import adapted_tiny as adapted, tiny_model
 
 ROUNDS = 100
 # Two batches of different shapes (left padded), and a second batch of the first one's shape.
@@ -26,28 +22,6 @@ PREFILL = (torch.tensor([[0, 0, 5, 17, 33, 8], [9, 23, 4, 8, 41, 12]]), torch.te
 SAME_SHAPE = (torch.tensor([[0, 7, 3, 12, 30, 2], [0, 0, 0, 6, 19, 27]]), torch.tensor([[0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]))
 DECODE = (torch.tensor([[0, 0, 30, 6, 19], [4, 11, 27, 9, 5], [0, 13, 8, 2, 44]]),
           torch.tensor([[0, 0, 1, 1, 1], [1] * 5, [0, 1, 1, 1, 1]]))
-
-
-def _random_gate_baseline(model):
-    sites = headwise.find_head_sites(model)
-    iv.set_baseline(model, torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim, generator=torch.Generator().manual_seed(3)))
-    return model
-
-
-def adapted(method: str):
-    base = tiny_model("llama")
-    base.set_attn_implementation("sdpa")
-    if method == "lofit":
-        return headwise.wrap(base, LofitConfig(heads=[(0, 1), (1, 2), (2, 3)], init_weights=False))
-    if method == "soft_injection":
-        sites = headwise.find_head_sites(base)
-        task = torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim, generator=torch.Generator().manual_seed(2))
-        return inject(base, task)
-    if method == "zerotuning":
-        return headwise.wrap(base, ZeroTuningConfig(heads="all", gamma=3.0, init_weights=False))
-    if method == "gate":
-        return _random_gate_baseline(headwise.wrap(base, HeadGateConfig(heads=[(1, 0), (2, 3)], scale=0.0, positions=[-1])))
-    raise ValueError(method)
 
 
 def intervention(name: str, model):

@@ -10,7 +10,7 @@ from torch import nn
 
 import interventions as iv
 from intervention_helpers import head_dim, left_padded, output_module, position_ids
-from tiny_models import tiny_model
+from tiny_models import ADAPTED_METHODS, adapted_tiny, tiny_model
 
 NO_SOFTCAP = ["gemma", "gpt2", "gpt_neox", "llama", "mistral", "opt", "phi3", "qwen2", "qwen3"]
 ANSWERS = [5, 17, 40]
@@ -93,6 +93,39 @@ def test_dla_equals_a_hand_written_frozen_norm_computation(arch):
             expected[:, layer, h] = (frozen(write) * unembed[ANSWERS]).sum(-1).detach()
     dla = iv.direct_logit_attribution(model, ids, ANSWERS, attention_mask=mask, position_ids=position_ids(mask))
     assert (dla - expected).abs().max() < 1e-5
+
+
+def reference_dla(model, ids, mask, answers):
+    """From scratch on a Llama: each recorded o_proj input (after the model's adapters) projected once by the
+    weight slice of its head, through the final RMSNorm frozen at the run's own scale, onto the answer rows."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    heads, x, _ = captured(base, "llama", ids, mask)
+    last = iv.last_token(mask)
+    x = x[last]
+    scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + base.model.norm.variance_epsilon)
+    expected = torch.zeros(ids.shape[0], 3, 4)
+    for layer in range(3):
+        weight = base.model.layers[layer].self_attn.o_proj.weight
+        z = heads[layer][last]
+        for h in range(4):
+            write = z[:, h * 8:(h + 1) * 8] @ weight[:, h * 8:(h + 1) * 8].T
+            expected[:, layer, h] = (base.model.norm.weight * write * scale * base.lm_head.weight[answers]).sum(-1).detach()
+    return expected
+
+
+@pytest.mark.parametrize("method", ADAPTED_METHODS)
+def test_attribution_on_an_adapted_model_equals_a_from_scratch_reference(method):
+    """The recorded heads already carry the adapter's edit: projecting them through the hooked projection
+    again (or reading stale per-call state from an earlier call of another shape) would be off."""
+    model = adapted_tiny(method)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[4, 5, 6, 7, 8, 9, 10, 11, 12]]))  # an earlier call of another shape
+    ids, mask = left_padded()
+    dla = iv.direct_logit_attribution(model, ids, ANSWERS, attention_mask=mask, position_ids=position_ids(mask))
+    expected = reference_dla(model, ids, mask, ANSWERS)
+    assert (dla - expected).abs().max() < 1e-5
+    bare = reference_dla(adapted_tiny(method).unload(), ids, mask, ANSWERS)
+    assert (expected - bare).abs().max() > 1e-3  # the adapter changes the attribution: the check has teeth
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])

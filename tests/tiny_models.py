@@ -117,3 +117,31 @@ def train_on_ids(model, ids, steps: int = 20, lr: float = 0.1) -> list[float]:
         loss.backward()
         optimizer.step()
     return losses
+
+
+ADAPTED_METHODS = ["lofit", "soft_injection", "zerotuning", "gate"]
+
+
+def adapted_tiny(method: str, attn_implementation: str = "sdpa"):
+    """A tiny Llama carrying one clearly non-identity adapter of ``method`` (a gate at the last token)."""
+    import headwise
+    import interventions as iv
+    from lofit import LofitConfig
+    from soft_injection import inject
+    from zerotuning import ZeroTuningConfig
+
+    base = tiny_model("llama")
+    base.set_attn_implementation(attn_implementation)
+    sites = headwise.find_head_sites(base)
+    shape = (len(sites), sites[0].num_heads, sites[0].head_dim)
+    if method == "lofit":
+        return headwise.wrap(base, LofitConfig(heads=[(0, 1), (1, 2), (2, 3)], init_weights=False))
+    if method == "soft_injection":
+        return inject(base, torch.randn(shape, generator=torch.Generator().manual_seed(2)))
+    if method == "zerotuning":
+        return headwise.wrap(base, ZeroTuningConfig(heads="all", gamma=3.0, init_weights=False))
+    if method == "gate":
+        model = headwise.wrap(base, iv.HeadGateConfig(heads=[(1, 0), (2, 3)], scale=0.0, positions=[-1]))
+        iv.set_baseline(model, torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+        return model
+    raise ValueError(f"unknown method {method!r}")
