@@ -20,12 +20,12 @@ def stored_parameter_count(directory: Path, config) -> int | None:
     """Trainable values in the saved weights (buffers such as a task embedding are not counted)."""
     from safetensors import safe_open
 
-    from .registry import registered_methods
+    from .registry import method_classes
 
     path = directory / "adapter_model.safetensors"
     if not path.is_file():
         return None
-    trained = registered_methods()[config.method][1].tuner_layer_cls.adapter_layer_names
+    trained = method_classes(config.method)[1].tuner_layer_cls.adapter_layer_names
     total = 0
     with safe_open(str(path), framework="pt") as handle:
         for key in handle.keys():
@@ -52,6 +52,9 @@ def _section(config, parameters: int | None) -> str:
     import peft
 
     method = config.method.value
+    package = type(config).__module__.split(".")[0]  # importing it registers the method
+    if package == "__main__":  # defined in a script: name the class instead
+        package = f"the module that defines {type(config).__name__}"
     summary = inspect.cleandoc(type(config).__doc__ or "").split("\n\n")[0].replace("\n", " ").replace("``", "`")
     base = config.base_model_name_or_path or "<the base model>"
     count = f"{parameters:,}" if parameters is not None else "see adapter_model.safetensors"
@@ -69,7 +72,10 @@ def _section(config, parameters: int | None) -> str:
         "",
         "## How to load it",
         "",
-        "PEFT knows the headwise adapter types once `headwise` is imported:",
+        f"headwise's loaders import the method's package (`{package}`) themselves; PEFT's own loaders "
+        f"(`PeftModel.from_pretrained`, `AutoPeftModelForCausalLM`) know the {method} type once `import {package}` "
+        "(or `headwise.load_methods()`) has run:" if " " not in package else
+        f"The {method} method is defined in {package}: import it before loading.",
         "",
         "```python",
         "import headwise",

@@ -58,13 +58,22 @@ def read_adapter_config(folder: Path):
         raise AdapterFileError(f"{path} is not valid JSON ({error}); save the adapter again") from error
     if not isinstance(raw, dict) or "peft_type" not in raw:
         raise AdapterFileError(f"{path} holds no 'peft_type': it is not an adapter config")
-    from .registry import registered_methods
+    from peft.utils import PeftType
 
-    known = {t.value: t for t in registered_methods()}
-    if raw["peft_type"] not in known:
+    from .registry import UnknownMethodError, method_classes, registered_methods
+
+    peft_type = raw["peft_type"]
+    if not isinstance(peft_type, str) or peft_type in {t.value for t in PeftType}:
         raise AdapterFileError(
-            f"{path} is a {raw['peft_type']!r} adapter; headwise loads {sorted(known)} (use peft for its own types)"
+            f"{path} is a {peft_type!r} adapter; headwise loads {sorted(registered_methods())} and the methods of "
+            "installed method packages (use peft for its own types)"
         )
+    try:
+        method_classes(peft_type)  # imports the method's package if it is not registered yet
+    except UnknownMethodError as error:
+        raise AdapterFileError(f"{path} is a {peft_type!r} adapter: {error}") from error
+    except ImportError as error:
+        raise AdapterFileError(f"{path} is a {peft_type!r} adapter, and importing its method's package failed: {error}") from error
     try:
         return PeftConfig.from_pretrained(str(folder))
     except (TypeError, ValueError, KeyError, IndexError) as error:
@@ -93,9 +102,9 @@ def check_adapter_folder(model, folder: Path, allow_nonfinite: bool = False):
     projection the architecture table names (or, off the table, an attention module's output projection);
     the weights file holds exactly the keys the adapter's holders save, with finite values; the recorded
     ``model_type`` and base model match ``model`` (a mismatch only warns: the shapes are checked on attach)."""
-    from peft import mapping
-
+    from .compat import name_or_path
     from .heads import group_by_layer
+    from .registry import method_classes
     from .sites import ARCHITECTURES, find_head_sites
 
     config = read_adapter_config(folder)
@@ -114,22 +123,19 @@ def check_adapter_folder(model, folder: Path, allow_nonfinite: bool = False):
     config.check_shape(model_type, len(sites), sites[0].num_heads, sites[0].head_dim)
     if config.model_type not in (None, model_type):
         logger.warning("adapter was saved for model_type %r, loading onto %r", config.model_type, model_type)
-    recorded, actual = config.base_model_name_or_path, getattr(getattr(base, "config", None), "_name_or_path", None)
+    recorded, actual = config.base_model_name_or_path, name_or_path(getattr(base, "config", None))
     if recorded and actual and recorded != actual:
         logger.warning("adapter was saved for base model %r, loading onto %r", recorded, actual)
 
-    tuner_cls = mapping.PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]
+    tuner_cls = method_classes(config.peft_type)[1]
     holder = "headwise_" + tuner_cls.prefix.rstrip("_")
-    required, optional = tuner_cls.tuner_layer_cls.state_names(config)
-    expected: dict[str, bool] = {}  # key -> required
     layers = group_by_layer(config.resolve_heads(len(sites), sites[0].num_heads))
     prefix = "base_model.model."
+    expected: dict[str, bool] = {}  # key -> required
     for site in sites:
         if site.layer in layers:
-            for name in required:
+            for name in saved_tensor_names(tuner_cls.tuner_layer_cls, site, layers[site.layer], config):
                 expected[f"{prefix}{site.attention_name}.{holder}.{name}"] = True
-            for name in optional:
-                expected[f"{prefix}{site.attention_name}.{holder}.{name}"] = False
     weights = _read_weights(folder)
     unknown = sorted(set(weights) - set(expected))
     if unknown:
@@ -147,6 +153,15 @@ def check_adapter_folder(model, folder: Path, allow_nonfinite: bool = False):
                     f"{folder / WEIGHTS_NAME}: {key!r} holds NaN or inf; pass allow_nonfinite=True to load it anyway"
                 )
     return config
+
+
+def saved_tensor_names(layer_cls, site, heads: list[int], config) -> set[str]:
+    """The tensors a saved adapter holds for one layer, read off the holder's own state: a detached probe
+    holder is built for the config and its state_dict (parameters and persistent buffers) listed."""
+    probe = layer_cls(site)
+    probe.update_layer("__probe__", heads, config)
+    suffix = ".__probe__"
+    return {key[: -len(suffix)] for key in probe.state_dict() if key.endswith(suffix)}
 
 
 def _check_output_projection(site) -> None:

@@ -12,7 +12,15 @@ from .config import AdapterConfig
 from .loading import check_adapter_folder, resolve_adapter_folder
 from .transaction import unchanged_on_error
 
-__all__ = ["wrap", "get_adapter_model", "from_pretrained", "trainable_parameters"]
+__all__ = ["check_adapter_name", "wrap", "get_adapter_model", "from_pretrained", "trainable_parameters"]
+
+
+def check_adapter_name(adapter_name: Any) -> None:
+    """An adapter name keys the adapter's parameters in a module dict: a non-empty string without '.'."""
+    if not isinstance(adapter_name, str):
+        raise TypeError(f"adapter_name must be a string (e.g. 'default'), got {type(adapter_name).__name__}")
+    if not adapter_name or "." in adapter_name:
+        raise ValueError(f"adapter_name must be a non-empty string without '.', got {adapter_name!r}")
 
 
 def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default", **kwargs: Any) -> peft.PeftModel:
@@ -27,6 +35,7 @@ def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default",
         )
     if hasattr(model, "peft_config"):
         raise ValueError("this model already carries adapters: use model.add_adapter(name, config), or unload() it first")
+    check_adapter_name(adapter_name)
     with unchanged_on_error(model), upstream_deprecations_silenced():
         return apply_save_defaults(peft.get_peft_model(model, config, adapter_name=adapter_name, **kwargs))
 
@@ -44,6 +53,12 @@ def from_pretrained(
     adapter's own keys, finite values), the shapes recorded in ``adapter_config.json`` on attach, and a
     failure at any point leaves ``model`` as it was.
     """
+    if hasattr(model, "peft_config"):
+        raise ValueError(
+            "this model already carries adapters: load another one with model.load_adapter(folder, adapter_name=...), "
+            "or unload() it first"
+        )
+    check_adapter_name(adapter_name)
     hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir") if k in kwargs}
     folder = resolve_adapter_folder(model_id, **hub_kwargs)
     config = check_adapter_folder(model, folder, allow_nonfinite=allow_nonfinite)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .compat import unpack_cpu_4bit_weight
+
 __all__ = ["four_bit_modules", "unpack_for_training"]
 
 
@@ -22,6 +24,4 @@ def unpack_for_training(modules: list[nn.Module]) -> None:
     for module in modules:
         state = getattr(module.weight, "quant_state", None)
         if state is not None and getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
-
-            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+            module.weight.data, module.weight.quant_state = unpack_cpu_4bit_weight(module.weight.data, state)

@@ -1,66 +1,123 @@
 """Validate, then mutate: a failed call leaves the model exactly as it was.
 
-``unchanged_on_error(model)`` records what attaching an adapter can change (the module tree, every
-module's hooks, which parameters require grad, ``peft_config`` and the model's config) and puts all of
-it back if the block raises. Parameter *values* are not copied: code that changes weights (merging)
+``unchanged_on_error(model)`` records what attaching an adapter or a training run can change and puts
+all of it back if the block raises:
+
+- every module's own attributes, one level deep: its children, parameter and buffer tables, hook
+  tables, the site edits of ``headwise.hooks``, its ``training`` flag and any plain attribute (a new
+  one is removed, a replaced one put back, a dict / list / set edited in place gets its old contents);
+- which parameters require grad;
+- the model's config (``use_cache`` and the rest), deep-copied.
+
+Parameter *values* are not copied unless named: ``values=`` takes tensors (e.g. the gammas a grid
+search sets) whose contents are copied too and written back. Code that changes base weights (merging)
 checks everything before it folds anything.
+
+``restored_after(model)`` puts the same back whatever happens, for work on a temporary adapter
+(LoFiT's head selection trains one and must leave the model as it found it).
+
+``check_count`` / ``check_positive`` are the argument checks the mutating helpers run first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
+import numbers
+from typing import Iterable
 
+import torch
 from torch import nn
 
-__all__ = ["unchanged_on_error"]
+__all__ = ["check_count", "check_positive", "restored_after", "unchanged_on_error"]
 
-_HOOK_DICTS = (
-    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called", "_backward_hooks", "_backward_pre_hooks",
-)
-_MISSING = object()
+_CONTAINERS = (dict, list, set)
+
+
+def _contents(value):
+    """A shallow copy of a dict / list / set attribute (to restore it in place), else None."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, set):
+        return set(value)
+    return None
+
+
+def _refill(container, contents) -> None:
+    if isinstance(container, list):
+        container[:] = contents
+    else:
+        container.clear()
+        container.update(contents)
 
 
 class _Snapshot:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modules = [(m, dict(m._modules), {n: dict(getattr(m, n)) for n in _HOOK_DICTS if hasattr(m, n)})
-                        for m in model.modules()]
+    def __init__(self, model: nn.Module, values: Iterable[torch.Tensor] = ()) -> None:
+        self.modules = []
+        for module in model.modules():
+            attributes = dict(vars(module))
+            contents = {name: _contents(value) for name, value in attributes.items() if isinstance(value, _CONTAINERS)}
+            self.modules.append((module, attributes, contents))
         self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-        self.peft_config = getattr(model, "peft_config", _MISSING)
-        if isinstance(self.peft_config, dict):
-            self.peft_config = dict(self.peft_config)
         config = getattr(model, "config", None)
-        self.config = None if config is None else (config, copy.deepcopy(config.__dict__))
+        self.config = None if config is None or not hasattr(config, "__dict__") else (config, copy.deepcopy(vars(config)))
+        with torch.no_grad():
+            self.values = [(tensor, tensor.detach().clone()) for tensor in values]
 
     def restore(self) -> None:
-        for module, children, hooks in self.modules:
-            module._modules.clear()
-            module._modules.update(children)
-            for name, entries in hooks.items():
-                table = getattr(module, name)
-                table.clear()
-                table.update(entries)
+        for module, attributes, contents in self.modules:
+            state = vars(module)
+            for name in [name for name in state if name not in attributes]:
+                del state[name]
+            state.update(attributes)
+            for name, saved in contents.items():
+                _refill(attributes[name], saved)
         for param, flag in self.requires_grad:
             param.requires_grad_(flag)
-        if self.peft_config is _MISSING:
-            if "peft_config" in self.model.__dict__:
-                del self.model.peft_config
-        else:
-            self.model.peft_config = self.peft_config
         if self.config is not None:
             config, state = self.config
-            config.__dict__.clear()
-            config.__dict__.update(state)
+            vars(config).clear()
+            vars(config).update(state)
+        with torch.no_grad():
+            for tensor, saved in self.values:
+                tensor.copy_(saved)
 
 
 @contextlib.contextmanager
-def unchanged_on_error(model: nn.Module):
-    """Run the block; if it raises, undo what it did to ``model``'s structure, hooks and config, then re-raise."""
-    snapshot = _Snapshot(model)
+def unchanged_on_error(model: nn.Module, values: Iterable[torch.Tensor] = ()):
+    """Run the block; if it raises, undo what it did to ``model`` (its modules' attributes, hooks, trainable
+    flags and config, and the contents of the tensors in ``values``), then re-raise."""
+    snapshot = _Snapshot(model, values)
     try:
         yield
     except BaseException:
         snapshot.restore()
         raise
+
+
+@contextlib.contextmanager
+def restored_after(model: nn.Module, values: Iterable[torch.Tensor] = ()):
+    """Run the block, then put ``model`` back as it was (as ``unchanged_on_error`` does), whether the
+    block raised or not."""
+    snapshot = _Snapshot(model, values)
+    try:
+        yield
+    finally:
+        snapshot.restore()
+
+
+def check_count(name: str, value, minimum: int = 1) -> None:
+    """``value`` must be an integer >= ``minimum`` (a bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> None:
+    """``value`` must be a finite real number > 0 (>= 0 with ``allow_zero``)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value >= 0 if allow_zero else value > 0))
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")

@@ -16,6 +16,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .adapter import HeadLayer
+from .compat import child_modules, name_or_path
 from .config import AdapterConfig
 from .heads import group_by_layer
 from .merging import make_bias_loadable
@@ -94,7 +95,7 @@ class HeadTuner(BaseTuner):
 
         config.record_shape(model_type, len(sites), first.num_heads, first.head_dim)
         if config.base_model_name_or_path is None:
-            config.base_model_name_or_path = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+            config.base_model_name_or_path = name_or_path(getattr(model, "config", None)) or None
         self._four_bit = four_bit_modules(model)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
         self._mark_only_adapters_as_trainable(model)
@@ -145,7 +146,7 @@ class HeadTuner(BaseTuner):
     def _named_holders(self) -> list[tuple[nn.Module, str, HeadLayer]]:
         out = []
         for parent in self.model.modules():
-            holder = parent._modules.get(self.holder_name)
+            holder = child_modules(parent).get(self.holder_name)
             if isinstance(holder, self.tuner_layer_cls):
                 out.append((parent, self.holder_name, holder))
         return out

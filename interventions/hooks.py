@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from headwise.calls import AttentionCall
+from headwise.compat import attn_implementation
 from headwise.hooks import SiteEdit, add_edit, remove_edit
 from headwise.sites import HeadSite, find_head_sites
 
@@ -123,7 +124,7 @@ def check_head(site: HeadSite, layer: int, head: int) -> None:
 def check_mask_backend(model: nn.Module, what: str) -> None:
     """Mask edits need a backend that takes a 4-D float mask."""
     config = getattr(model.get_base_model() if hasattr(model, "get_base_model") else model, "config", None)
-    implementation = getattr(config, "_attn_implementation", None)
+    implementation = attn_implementation(config)
     if implementation not in MASK_IMPLEMENTATIONS:
         raise ValueError(
             f"{what} edits the attention mask, which the {implementation!r} attention implementation does not take; "

@@ -20,8 +20,13 @@ import torch
 from transformers import set_seed
 
 import headwise
-from headwise.heads import HeadList, top_k_heads
-from headwise.experiments.training import pad_token_id_of, split_for_validation, train
+from headwise.experiments.training import (
+    check_training_kwargs, check_training_rows, pad_token_id_of, split_for_validation, train, validation_size,
+)
+from headwise.heads import HeadList, head_count, top_k_heads
+from headwise.model import check_adapter_name
+from headwise.sites import find_head_sites
+from headwise.transaction import check_count, check_positive, restored_after, unchanged_on_error
 
 from .config import LofitConfig
 from .units import offset_units_from_data, set_offset_units
@@ -52,31 +57,88 @@ def scale_norms(model, adapter_name: str) -> torch.Tensor:
     return model.base_model.read_heads(adapter_name, lambda holder: holder.lofit_scale[adapter_name].norm(dim=-1))
 
 
+def _check_training(train_dataset, lr: float, epochs, batch_size: int, seed: int, training_args: dict, columns) -> None:
+    """The arguments of a training phase, checked before anything is wrapped or run."""
+    check_positive("lr", lr)
+    check_count("seed", seed, minimum=0)
+    if epochs is not None:
+        check_positive("epochs", epochs)
+    check_count("batch_size", batch_size)
+    check_training_kwargs(training_args)
+    check_training_rows(train_dataset, "train_dataset", columns)
+    if training_args.get("eval_dataset") is not None:
+        check_training_rows(training_args["eval_dataset"], "eval_dataset", columns)
+
+
+def _columns(training_args: dict) -> tuple[str, ...]:
+    """Columns every row needs: ``input_ids`` (and ``labels`` unless a data collator of yours makes them)."""
+    return ("input_ids",) if training_args.get("data_collator") is not None else ("input_ids", "labels")
+
+
+def _check_bare(model, what: str) -> None:
+    if hasattr(model, "peft_config"):
+        raise ValueError(f"{what} takes the bare base model: unload() its adapters first")
+
+
 def select_heads(
     model, train_dataset, k: int | float = 0.03, l1: float = 1e-3, lr: float = 5e-3, epochs: float | None = None,
     batch_size: int = 8, seed: int = 0, min_steps: int = 40, **training_args,
 ) -> HeadSelection:
-    """Phase 1 on a bare transformers model; the model is returned to its original state afterwards.
+    """Phase 1 on a bare transformers model; the model is returned to its original state afterwards
+    (trainable flags, train / eval mode and config included), whether training ends or fails.
 
     ``k``: number of heads, or a fraction of all heads (0.03 = the paper's small setting).
     ``train_dataset``: rows of input_ids / labels (answer-only), e.g. ``headwise.experiments.data.training_set``.
     ``epochs``: default enough epochs for ``min_steps`` optimiser steps (at least one epoch).
+    Every argument is checked before training starts.
     """
-    if hasattr(model, "peft_config"):
-        raise ValueError("select_heads takes the bare base model: unload() its adapters first")
+    _check_bare(model, "select_heads")
+    sites = find_head_sites(model)
+    head_count(k, len(sites), sites[0].num_heads)  # k is checked now, not after the training run
+    check_positive("l1", l1, allow_zero=True)
+    check_count("min_steps", min_steps, minimum=0)
+    _check_training(train_dataset, lr, epochs, batch_size, seed, training_args, _columns(training_args))
     if epochs is None:
         epochs = max(1, math.ceil(min_steps / max(1, math.ceil(len(train_dataset) / batch_size))))
-    set_seed(seed)
     config = LofitConfig(heads="all", use_scale=True, use_offset=False, l1_lambda=l1)
-    wrapped = headwise.wrap(model, config, adapter_name=_SELECTION_ADAPTER)
-    try:
-        train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, **training_args)
-        scores = scale_norms(wrapped, _SELECTION_ADAPTER)
-    finally:
-        wrapped.unload()
+    with restored_after(model):  # the temporary adapter goes, and so do its frozen flags, train mode, use_cache
+        set_seed(seed)
+        wrapped = headwise.wrap(model, config, adapter_name=_SELECTION_ADAPTER)
+        try:
+            train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, **training_args)
+            scores = scale_norms(wrapped, _SELECTION_ADAPTER)
+        finally:
+            wrapped.unload()
     heads = top_k_heads(scores, k)
     logger.info("selected %d heads; top: %s", len(heads), heads[:5])
     return HeadSelection(heads=heads, scores=scores)
+
+
+def _check_offsets(
+    model, heads, train_dataset, lr: float = 0.2, epochs: float = 5, batch_size: int = 8, seed: int = 0,
+    adapter_name: str = "default", relative: bool = True, valid: float = 0.2, eval_dataset=None,
+    use_scale: bool = False, **training_args,
+) -> LofitConfig | None:
+    """Every check of ``train_offsets`` (``heads`` None: not known yet, as in ``fit`` before phase 1);
+    returns the adapter's config when the heads are known."""
+    _check_bare(model, "train_offsets")
+    check_adapter_name(adapter_name)
+    _check_training(train_dataset, lr, epochs, batch_size, seed, training_args, _columns(training_args))
+    if eval_dataset is not None:
+        check_training_rows(eval_dataset, "eval_dataset", _columns(training_args))
+    elif valid:
+        if not hasattr(train_dataset, "train_test_split"):
+            raise TypeError(
+                f"valid={valid!r} holds out part of train_dataset, which needs a datasets.Dataset (got "
+                f"{type(train_dataset).__name__}): pass datasets.Dataset.from_list(rows), eval_dataset=, or valid=0"
+            )
+        validation_size(len(train_dataset), valid)
+    if heads is None:
+        return None
+    config = LofitConfig(heads=heads if isinstance(heads, str) else list(heads), use_scale=use_scale)
+    sites = find_head_sites(model, config.site_template)
+    config.resolve_heads(len(sites), sites[0].num_heads)  # IndexError naming the model's range
+    return config
 
 
 def train_offsets(
@@ -91,17 +153,23 @@ def train_offsets(
     ``valid``: share of ``train_dataset`` held out to keep the best epoch (0 trains on everything and
     keeps the last); an ``eval_dataset`` is used instead when given.
     ``use_scale``: train the scale A of the same heads too (z <- (1 + A) z + v).
+    Every argument is checked before the model is touched; if training fails, the model is left as it was.
     """
+    config = _check_offsets(
+        model, heads, train_dataset, lr, epochs, batch_size, seed, adapter_name, relative, valid, eval_dataset,
+        use_scale, **training_args,
+    )
     units = None
     if relative:
         units = offset_units_from_data(model, train_dataset, pad_token_id_of(model))
     if eval_dataset is None and valid:
         train_dataset, eval_dataset = split_for_validation(train_dataset, valid, seed)
-    set_seed(seed)
-    wrapped = headwise.wrap(model, LofitConfig(heads=list(heads), use_scale=use_scale), adapter_name=adapter_name)
-    if units is not None:
-        set_offset_units(wrapped, units, adapter_name)
-    train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset, **training_args)
+    with unchanged_on_error(model):
+        set_seed(seed)
+        wrapped = headwise.wrap(model, config, adapter_name=adapter_name)
+        if units is not None:
+            set_offset_units(wrapped, units, adapter_name)
+        train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset, **training_args)
     return wrapped
 
 
@@ -110,7 +178,8 @@ def fit(
     select_epochs: float | None = None, offset_lr: float = 0.2, offset_epochs: float = 5, batch_size: int = 8,
     seed: int = 0, **offset_args,
 ):
-    """Both phases: returns ``(wrapped_model, selection)``."""
+    """Both phases: returns ``(wrapped_model, selection)``. The arguments of both are checked before phase 1."""
+    _check_offsets(model, None, train_dataset, offset_lr, offset_epochs, batch_size, seed, **offset_args)
     selection = select_heads(model, train_dataset, k, l1=l1, lr=select_lr, epochs=select_epochs, batch_size=batch_size, seed=seed)
     wrapped = train_offsets(model, selection.heads, train_dataset, offset_lr, offset_epochs, batch_size, seed, **offset_args)
     return wrapped, selection

@@ -25,9 +25,11 @@ def set_offset_units(model, units: torch.Tensor, adapter_name: str = "default") 
     if not holders:
         raise ValueError(f"the model has no LoFiT offsets named {adapter_name!r}; wrap it with LofitConfig(use_offset=True)")
     expected = (model.peft_config[adapter_name].num_layers, holders[0].num_heads)
+    if not isinstance(units, torch.Tensor):
+        raise TypeError(f"units must be a tensor of shape (layers, heads)={expected}, got {type(units).__name__}")
     if tuple(units.shape) != expected:
         raise ValueError(f"units has shape {tuple(units.shape)}; this model needs (layers, heads)={expected}")
-    if not torch.isfinite(units).all() or (units <= 0).any():
+    if units.dtype == torch.bool or units.is_complex() or not torch.isfinite(units.float()).all() or (units.float() <= 0).any():
         raise ValueError("units must be finite and > 0 (a head whose output is all zeros has no scale)")
     for holder in holders:
         index = holder.head_index[adapter_name].cpu()
@@ -38,7 +40,12 @@ def offset_units_from_data(model, train_dataset, pad_token_id: int, batch_size: 
                            floor: float = 1e-6) -> torch.Tensor:
     """(L, H) head output RMS over (up to ``max_examples``) rows of ``train_dataset`` (input_ids rows)."""
     from headwise.experiments.data import PaddingCollator
+    from headwise.experiments.training import check_training_rows
+    from headwise.transaction import check_count
 
+    check_count("batch_size", batch_size)
+    check_count("max_examples", max_examples)
+    check_training_rows(train_dataset, "train_dataset", ("input_ids",))
     collate = PaddingCollator(pad_token_id=pad_token_id)
     rows = [train_dataset[i] for i in range(min(len(train_dataset), max_examples))]
     batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]

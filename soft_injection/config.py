@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from headwise.config import AdapterConfig
-from headwise.experiments.data import QA_TEMPLATE
+from headwise.experiments.data import QA_TEMPLATE, check_template
+from headwise.transaction import check_count
 
 __all__ = ["SoftInjectionConfig"]
 
@@ -25,5 +27,10 @@ class SoftInjectionConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if "{input}" not in self.template:
+        if not isinstance(self.template, str) or "{input}" not in self.template:
             raise ValueError(f"template must contain '{{input}}', got {self.template!r}")
+        check_template(self.template)
+        if isinstance(self.init_theta, bool) or not isinstance(self.init_theta, (int, float)) or not math.isfinite(self.init_theta):
+            raise ValueError(f"init_theta must be a finite number, got {self.init_theta!r}")
+        check_count("n_prompts", self.n_prompts)
+        check_count("n_shots", self.n_shots, minimum=0)

@@ -7,10 +7,11 @@ from typing import Sequence
 
 import torch
 
-from headwise.experiments.data import QA_TEMPLATE, few_shot_prompt, left_padded_batch
+from headwise.experiments.data import QA_TEMPLATE, check_columns, few_shot_prompt, left_padded_batch
 from headwise.sites import find_head_sites
 from headwise.statistics import capturing_head_inputs
 from headwise.progress import progress
+from headwise.transaction import check_count
 
 __all__ = ["extraction_prompts", "extract_task_embedding"]
 
@@ -19,12 +20,16 @@ def extraction_prompts(
     examples: Sequence[dict], n_prompts: int = 50, n_shots: int = 10, template: str = QA_TEMPLATE, seed: int = 0
 ) -> list[str]:
     """``n_prompts`` prompts of ``n_shots`` demonstrations and a query, drawn without repeats inside a prompt."""
+    check_count("n_prompts", n_prompts)
+    check_count("n_shots", n_shots, minimum=0)
+    examples = list(examples)
+    check_columns(examples, ("input", "output"), "examples")
     if len(examples) < n_shots + 1:
         raise ValueError(f"{n_shots}-shot prompts need at least {n_shots + 1} examples, got {len(examples)}")
     rng = random.Random(seed)
     prompts = []
     for _ in range(n_prompts):
-        *demos, query = rng.sample(list(examples), n_shots + 1)
+        *demos, query = rng.sample(examples, n_shots + 1)
         prompts.append(few_shot_prompt(query["input"], demos, template))
     return prompts
 
@@ -40,6 +45,7 @@ def extract_task_embedding(
     ``site_template``: where the head outputs are, for a model outside the architecture table (the
     same value the injecting ``SoftInjectionConfig`` carries).
     """
+    check_count("batch_size", batch_size)
     prompts = extraction_prompts(examples, n_prompts, n_shots, template, seed)
     sites = find_head_sites(model, site_template)
     sums = torch.zeros(len(sites), sites[0].num_heads * sites[0].head_dim, dtype=torch.float64)

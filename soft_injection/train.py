@@ -18,8 +18,11 @@ import torch
 import torch.nn.functional as F
 
 import headwise
-from headwise.experiments.data import IGNORE_INDEX, encode_pair, few_shot_prompt, left_padded_batch
+from headwise.experiments.data import IGNORE_INDEX, check_columns, encode_pair, few_shot_prompt, left_padded_batch
 from headwise.experiments.evaluate import first_answer_token
+from headwise.model import check_adapter_name
+from headwise.sites import find_head_sites
+from headwise.transaction import check_count, check_positive, unchanged_on_error
 
 from .adapter import SoftInjectionLayer, SoftInjectionModel
 from .config import SoftInjectionConfig
@@ -47,17 +50,44 @@ def _holders(model, adapter_name: str) -> list[SoftInjectionLayer]:
     return model.base_model.holders_of(adapter_name)
 
 
+def _check_embedding(embedding, expected: tuple[int, int, int]) -> None:
+    """The task embedding must be a finite float tensor of shape ``expected`` = (layers, heads, head_dim)."""
+    if not isinstance(embedding, torch.Tensor):
+        raise TypeError(f"the task embedding must be a tensor of shape (layers, heads, head_dim)={expected}, got {type(embedding).__name__}")
+    if tuple(embedding.shape) != expected:
+        raise ValueError(
+            f"task embedding has shape {tuple(embedding.shape)}; this model needs (layers, heads, head_dim)={expected} "
+            "(extract it from this model with soft_injection.extract_task_embedding)"
+        )
+    if not embedding.is_floating_point() or not torch.isfinite(embedding).all():
+        raise ValueError("the task embedding must hold finite floats (it has NaN / inf, or is not a float tensor)")
+
+
+def _embedding_shape(model, config: SoftInjectionConfig) -> tuple[int, int, int]:
+    """(layers, heads, head_dim) of the task embedding ``model`` takes, read off its head sites."""
+    sites = find_head_sites(model, config.site_template)
+    return len(sites), sites[0].num_heads, sites[0].head_dim
+
+
+def _check_new_adapter(model, config, adapter_name: str) -> SoftInjectionConfig:
+    """The config and name ``inject`` / ``fit`` will attach, checked; returns the config (default if None)."""
+    config = SoftInjectionConfig() if config is None else config
+    if not isinstance(config, SoftInjectionConfig):
+        raise TypeError(f"config must be a SoftInjectionConfig, got {type(config).__name__}")
+    check_adapter_name(adapter_name)
+    if adapter_name in (getattr(model, "peft_config", None) or {}):
+        raise ValueError(
+            f"the model already has an adapter named {adapter_name!r}: pick another adapter_name, or "
+            "model.delete_adapter(name) first"
+        )
+    return config
+
+
 def set_task_embedding(model, embedding: torch.Tensor, adapter_name: str = "default") -> None:
     """Load an (L, H, head_dim) task embedding into a wrapped model's soft-injection adapter."""
     _holders(model, adapter_name)
     config = model.peft_config[adapter_name]
-    expected = (config.num_layers, config.num_heads, config.head_dim)
-    if not isinstance(embedding, torch.Tensor):
-        raise TypeError(f"the task embedding must be a tensor of shape (layers, heads, head_dim)={expected}, got {type(embedding).__name__}")
-    if tuple(embedding.shape) != expected:
-        raise ValueError(f"task embedding has shape {tuple(embedding.shape)}; this model needs (layers, heads, head_dim)={expected}")
-    if not embedding.is_floating_point() or not torch.isfinite(embedding).all():
-        raise ValueError("the task embedding must hold finite floats (it has NaN / inf, or is not a float tensor)")
+    _check_embedding(embedding, (config.num_layers, config.num_heads, config.head_dim))
 
     def store(holder, rows):
         holder.soft_injection_embedding[adapter_name] = rows.float().clone()
@@ -66,14 +96,18 @@ def set_task_embedding(model, embedding: torch.Tensor, adapter_name: str = "defa
 
 
 def inject(model, embedding: torch.Tensor, config: SoftInjectionConfig | None = None, adapter_name: str = "default"):
-    """Wrap ``model`` (or add an adapter to a wrapped one) and load ``embedding``; returns the PeftModel."""
-    config = config or SoftInjectionConfig()
-    if hasattr(model, "peft_config"):
-        model.add_adapter(adapter_name, config)
-        model.set_adapter(adapter_name)
-    else:
-        model = headwise.wrap(model, config, adapter_name=adapter_name)
-    set_task_embedding(model, embedding, adapter_name)
+    """Wrap ``model`` (or add an adapter to a wrapped one) and load ``embedding``; returns the PeftModel.
+
+    Every argument is checked before the model is touched, and a failure later leaves it as it was."""
+    config = _check_new_adapter(model, config, adapter_name)
+    _check_embedding(embedding, _embedding_shape(model, config))
+    with unchanged_on_error(model):
+        if hasattr(model, "peft_config"):
+            model.add_adapter(adapter_name, config)
+            model.set_adapter(adapter_name)
+        else:
+            model = headwise.wrap(model, config, adapter_name=adapter_name)
+        set_task_embedding(model, embedding, adapter_name)
     return model
 
 
@@ -136,7 +170,8 @@ def _validation_loss(model, tokenizer, prompts, answers, batch_size: int, loss_f
     return total / len(prompts)
 
 
-def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Sequence[dict] | None = None,
+def fit(
+    model, tokenizer, train_examples: Sequence[dict], valid_examples: Sequence[dict] | None = None,
     embedding: torch.Tensor | None = None, config: SoftInjectionConfig | None = None, steps: int = 400,
     lr: float = 0.2, batch_size: int = 8, eval_every: int = 50, n_valid: int = 100, seed: int = 0,
     adapter_name: str = "default", loss: str = "answer",
@@ -149,11 +184,18 @@ def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Se
     ``valid_examples`` default: the last ``n_valid`` training examples, which are then not trained on.
     The returned model holds the theta of the best validation check (the initial theta included).
     """
+    # every argument is checked before the model is touched (extraction runs the model, injection wraps it)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     loss_fn = LOSSES[loss]
-    config = config or SoftInjectionConfig()
+    config = _check_new_adapter(model, config, adapter_name)
+    check_count("steps", steps, minimum=0)
+    check_positive("lr", lr)
+    for name, value in (("batch_size", batch_size), ("eval_every", eval_every), ("n_valid", n_valid)):
+        check_count(name, value)
+    hint = " (soft injection trains on {'input', 'output'} word pairs, e.g. load_word_pairs(...).train)"
     train_examples = list(train_examples)
+    check_columns(train_examples, ("input", "output"), "train_examples", hint)
     if valid_examples is None:
         if len(train_examples) <= n_valid:
             raise ValueError(
@@ -161,20 +203,47 @@ def fit(    model, tokenizer, train_examples: Sequence[dict], valid_examples: Se
                 "or a smaller n_valid"
             )
         train_examples, valid_examples = train_examples[:-n_valid], train_examples[-n_valid:]
+    valid_examples = list(valid_examples)
+    check_columns(valid_examples, ("input", "output"), "valid_examples", hint)
     if not train_examples or not valid_examples:
         raise ValueError("fit needs training and validation examples: both lists must be non-empty")
-    valid_examples = list(valid_examples)[:n_valid]
+    valid_examples = valid_examples[:n_valid]
+    if embedding is None:
+        if len(train_examples) < config.n_shots + 1:
+            raise ValueError(
+                f"extracting the task embedding from {config.n_shots}-shot prompts needs at least {config.n_shots + 1} "
+                f"training examples, got {len(train_examples)}: pass more, a smaller SoftInjectionConfig(n_shots=), "
+                "or embedding="
+            )
+    else:
+        _check_embedding(embedding, _embedding_shape(model, config))
+    prompt = lambda example: few_shot_prompt(example["input"], template=config.template)  # noqa: E731
+    targets = answer_targets if loss == "answer" else first_answer_token
+    for part, examples in (("train_examples", train_examples), ("valid_examples", valid_examples)):
+        for number, example in enumerate(examples):
+            try:
+                targets(tokenizer, prompt(example), example["output"])
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{part}[{number}] cannot be trained on: {error}") from error
+    valid_prompts, valid_answers = [prompt(e) for e in valid_examples], [e["output"] for e in valid_examples]
+
     if embedding is None:
         embedding = extract_task_embedding(
             model, tokenizer, train_examples, config.n_prompts, config.n_shots, config.template, seed=seed,
             site_template=config.site_template,
         )
-    model = inject(model, embedding, config, adapter_name)
+    with unchanged_on_error(model):  # a failure while fitting leaves the caller's model as it was
+        return _fit_theta(
+            inject(model, embedding, config, adapter_name), tokenizer, train_examples, valid_prompts, valid_answers,
+            prompt, loss_fn, steps, lr, batch_size, eval_every, seed, adapter_name,
+        )
+
+
+def _fit_theta(model, tokenizer, train_examples, valid_prompts, valid_answers, prompt, loss_fn, steps, lr, batch_size,
+               eval_every, seed, adapter_name):
     model.eval()  # no dropout: the base is frozen, only theta learns
     thetas = [h.soft_injection_theta[adapter_name] for h in _holders(model, adapter_name)]
     optimizer = torch.optim.Adam(thetas, lr=lr)
-    prompt = lambda example: few_shot_prompt(example["input"], template=config.template)  # noqa: E731
-    valid_prompts, valid_answers = [prompt(e) for e in valid_examples], [e["output"] for e in valid_examples]
 
     history = FitHistory()
     best = [t.detach().clone() for t in thetas]

@@ -3,6 +3,7 @@ is left exactly as it was (``assert_untouched``)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -316,10 +317,14 @@ def test_train_offsets_with_bad_heads_leaves_the_base_model_untouched():
     expect(IndexError, "heads 0..3", lambda: train_offsets(model, [(0, 9)], data), model)
 
 
+def evaluate_module():
+    return importlib.import_module("headwise.experiments.evaluate")
+
+
 @pytest.mark.parametrize("call, match", [
-    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.first_token_accuracy(m, t, ["Q: w1\nA:"], []), "1 prompts but 0 answers"),
-    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.greedy_exact_match(m, t, [], []), "no prompts"),
-    (lambda m, t: __import__("headwise.experiments.evaluate").evaluate.label_accuracy(m, t, ["Q: w1\nA:"], [0, 1], ["w1", "w2"]), "0 prompts|1 prompts but 2 labels"),
+    (lambda m, t: evaluate_module().first_token_accuracy(m, t, ["Q: w1\nA:"], []), "1 prompts but 0 answers"),
+    (lambda m, t: evaluate_module().greedy_exact_match(m, t, [], []), "no prompts"),
+    (lambda m, t: evaluate_module().label_accuracy(m, t, ["Q: w1\nA:"], [0, 1], ["w1", "w2"]), "0 prompts|1 prompts but 2 labels"),
     (lambda m, t: __import__("soft_injection").answer_loss(m, t, ["Q: w1\nA:"], []), "one answer per prompt"),
     (lambda m, t: __import__("soft_injection").fit(m, t, [{"input": "w1", "output": "w2"}] * 5), "cannot spare n_valid=100"),
 ])
@@ -328,6 +333,383 @@ def test_evaluation_and_losses_refuse_unpaired_or_empty_inputs(call, match):
 
     model = tiny_model("llama")
     expect(ValueError, match, lambda: call(model, tiny_tokenizer()), model)
+
+
+# -- validate, then mutate (issue 22): every argument before any change or training run; a later
+# failure leaves the model exactly as it was ------------------------------------------------------
+def toy_rows(n: int = 10):
+    from datasets import Dataset
+
+    from headwise.experiments.data import answer_only_example
+
+    return Dataset.from_list([answer_only_example([5, 6, 7], [8]) for _ in range(n)])
+
+
+def word_rows(n: int = 20):
+    return [{"input": f"w{i}", "output": f"w{i + 1}"} for i in range(n)]
+
+
+def fail(*args, **kwargs):
+    raise RuntimeError("a later step failed")
+
+
+def must_not_run(*args, **kwargs):
+    raise AssertionError("ran before every argument was checked")
+
+
+def modes(model) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_inject_with_an_embedding_of_the_wrong_shape_leaves_no_hooks_or_holders(wrapped):
+    model = tiny_model("llama")
+    if wrapped:
+        model = inject(model, torch.zeros(3, 4, 8))
+    expect(ValueError, "this model needs \\(layers, heads, head_dim\\)=\\(3, 4, 8\\)",
+           lambda: inject(model, torch.zeros(3, 4, 7), adapter_name="second"), model)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(config=LofitConfig()), TypeError, "must be a SoftInjectionConfig"),
+    (dict(adapter_name=3), TypeError, "adapter_name must be a string"),
+    (dict(adapter_name="a.b"), ValueError, "without '.'"),
+])
+def test_inject_refuses_a_bad_config_or_name(kwargs, error, match):
+    model = tiny_model("llama")
+    expect(error, match, lambda: inject(model, torch.zeros(3, 4, 8), **kwargs), model)
+
+
+def test_inject_twice_under_one_name_is_refused(injected):
+    expect(ValueError, "already has an adapter named 'default'", lambda: inject(injected, torch.zeros(3, 4, 8)), injected)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_inject_rolls_back_when_a_later_step_fails(monkeypatch, wrapped):
+    import soft_injection.train
+
+    model = inject(tiny_model("llama"), torch.zeros(3, 4, 8)) if wrapped else tiny_model("llama")
+    monkeypatch.setattr(soft_injection.train, "set_task_embedding", fail)
+    expect(RuntimeError, "later step", lambda: inject(model, torch.zeros(3, 4, 8), adapter_name="second"), model)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(lr=0.0), ValueError, "lr must be a finite number > 0"),
+    (dict(steps=-1), ValueError, "steps must be an integer >= 0"),
+    (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
+    (dict(eval_every=0), ValueError, "eval_every must be an integer >= 1"),
+    (dict(embedding=torch.zeros(2, 4, 8)), ValueError, "this model needs"),
+    (dict(config=LofitConfig()), TypeError, "must be a SoftInjectionConfig"),
+    (dict(valid_examples=[{"input": "w1"}]), ValueError, "valid_examples\\[0\\] has no 'output' column; it has \\['input'\\]"),
+])
+def test_soft_injection_fit_checks_every_argument_first(monkeypatch, kwargs, error, match):
+    import soft_injection.train
+    from soft_injection import fit
+    from tiny_tokenizer import tiny_tokenizer
+
+    monkeypatch.setattr(soft_injection.train, "extract_task_embedding", must_not_run)
+    model = tiny_model("llama")
+    kwargs = {"embedding": torch.zeros(3, 4, 8), "valid_examples": word_rows(4), "steps": 1, **kwargs}
+    expect(error, match, lambda: fit(model, tiny_tokenizer(), word_rows(12), **kwargs), model)
+
+
+def test_soft_injection_fit_names_a_missing_column_before_extracting(monkeypatch):
+    import soft_injection.train
+    from soft_injection import fit
+    from tiny_tokenizer import tiny_tokenizer
+
+    monkeypatch.setattr(soft_injection.train, "extract_task_embedding", must_not_run)
+    model = tiny_model("llama")
+    rows = [{"question": f"w{i}", "answer": f"w{i + 1}"} for i in range(20)]
+    expect(ValueError, "train_examples\\[0\\] has no 'input' column; it has \\['answer', 'question'\\]",
+           lambda: fit(model, tiny_tokenizer(), rows, n_valid=5), model)
+
+
+def test_soft_injection_fit_rolls_back_when_training_fails(monkeypatch):
+    import soft_injection.train
+    from soft_injection import fit
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model("llama")
+    monkeypatch.setattr(soft_injection.train, "_validation_loss", fail)
+    expect(RuntimeError, "later step", lambda: fit(model, tiny_tokenizer(), word_rows(12), word_rows(4),
+                                                    embedding=torch.zeros(3, 4, 8), steps=1), model)
+
+
+def test_extraction_names_a_missing_column():
+    from soft_injection import extract_task_embedding
+    from tiny_tokenizer import tiny_tokenizer
+
+    model = tiny_model("llama")
+    rows = [{"x": f"w{i}", "output": f"w{i}"} for i in range(5)]
+    expect(ValueError, "examples\\[0\\] has no 'input' column; it has \\['output', 'x'\\]",
+           lambda: extract_task_embedding(model, tiny_tokenizer(), rows, n_prompts=2, n_shots=2), model)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(template="Q: {input} {x}\nA:"), "names the placeholder \\{x\\}"),
+    (dict(n_prompts=0), "n_prompts must be an integer >= 1"),
+    (dict(n_shots=-1), "n_shots must be an integer >= 0"),
+    (dict(init_theta=float("nan")), "init_theta must be a finite number"),
+])
+def test_soft_injection_config_refuses(kwargs, match):
+    expect(ValueError, match, lambda: SoftInjectionConfig(**kwargs))
+
+
+@pytest.fixture
+def zero_tuned_at_3(zero_tuned):
+    set_gamma(zero_tuned, 3.0)  # a state a reset to gamma 1 would visibly change
+    return zero_tuned
+
+
+def test_calibrate_checks_the_whole_grid_before_setting_a_gamma(zero_tuned_at_3):
+    from zerotuning import calibrate
+
+    calls = []
+    score = lambda m: calls.append(1) or 0.0  # noqa: E731
+    expect(ValueError, "gammas\\[2\\]: gamma must be a finite number > 0, got -1.0; nothing was set",
+           lambda: calibrate(zero_tuned_at_3, score, gammas=[1.0, 2.0, -1.0]), zero_tuned_at_3)
+    assert not calls
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(gammas=[]), "gammas is empty: give at least one gamma"),
+    (dict(gammas=2.0), "gammas must be a list of numbers"),
+    (dict(heads=[]), "heads is empty"),
+    (dict(heads=[(2, 0)]), "not in the ZeroTuning adapter"),
+    (dict(score="accuracy"), "score must be a function of the model"),
+])
+def test_calibrate_refuses(zero_tuned_at_3, kwargs, match):
+    from zerotuning import calibrate
+
+    kwargs = {"score": lambda m: 0.0, **kwargs}
+    error = TypeError if kwargs["score"] == "accuracy" else ValueError
+    expect(error, match, lambda: calibrate(zero_tuned_at_3, **kwargs), zero_tuned_at_3)
+
+
+@pytest.mark.parametrize("result", ["high", float("nan")])
+def test_calibrate_refuses_a_score_that_is_no_number_and_puts_the_gammas_back(zero_tuned_at_3, result):
+    from zerotuning import calibrate
+
+    expect(ValueError, "it must return a number", lambda: calibrate(zero_tuned_at_3, lambda m: result, gammas=[1.0, 2.0]),
+           zero_tuned_at_3)
+
+
+def test_calibrate_puts_the_gammas_back_when_the_score_fails_late(zero_tuned_at_3):
+    from zerotuning import calibrate
+
+    calls = []
+
+    def score(model):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a later step failed")
+        return float(len(calls))
+
+    expect(RuntimeError, "later step", lambda: calibrate(zero_tuned_at_3, score, gammas=[0.5, 2.0, 4.0]), zero_tuned_at_3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(by="layer"), "by must be 'index' or 'head', got 'layer'"),
+    (dict(gamma=0.0), "finite number > 0"),
+    (dict(adapter_name="other"), "no ZeroTuning adapter named 'other'"),
+])
+def test_profile_heads_refuses_before_resetting_gamma(zero_tuned_at_3, kwargs, match):
+    from zerotuning import profile_heads
+
+    expect(ValueError, match, lambda: profile_heads(zero_tuned_at_3, must_not_run, **kwargs), zero_tuned_at_3)
+
+
+def test_profile_heads_of_heads_outside_the_adapter_is_refused_before_scoring(zero_tuned_at_3):
+    from zerotuning import profile_heads
+
+    expect(ValueError, "not in the ZeroTuning adapter", lambda: profile_heads(zero_tuned_at_3, must_not_run), zero_tuned_at_3)
+
+
+def test_profile_heads_puts_the_gammas_back_when_the_score_fails():
+    from zerotuning import profile_heads
+
+    model = tiny_model("llama")
+    model.set_attn_implementation("sdpa")
+    model = headwise.wrap(model, ZeroTuningConfig(heads="all"))
+    set_gamma(model, 3.0)
+    calls = []
+
+    def score(m):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a later step failed")
+        return 0.0
+
+    expect(RuntimeError, "later step", lambda: profile_heads(model, score), model)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(k=100), ValueError, "k must be a count in 1..12"),
+    (dict(k=0), ValueError, "k must be a count in 1..12"),
+    (dict(lr=-1.0), ValueError, "lr must be a finite number > 0"),
+    (dict(l1=-1.0), ValueError, "l1 must be a finite number >= 0"),
+    (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
+    (dict(epochs=0), ValueError, "epochs must be a finite number > 0"),
+    (dict(learning_rate_typo=1), TypeError, "unknown training argument 'learning_rate_typo'"),
+])
+def test_select_heads_checks_every_argument_before_training(monkeypatch, kwargs, error, match):
+    import lofit.select
+    from lofit import select_heads
+
+    monkeypatch.setattr(lofit.select, "train", must_not_run)
+    model = tiny_model("llama")
+    expect(error, match, lambda: select_heads(model, toy_rows(), **{"k": 2, **kwargs}), model)
+
+
+@pytest.mark.parametrize("data, error, match", [
+    ([], ValueError, "train_dataset is empty \\(0 rows\\).*training_set\\(tokenizer, pairs\\)"),
+    ("empty", ValueError, "train_dataset is empty \\(0 rows\\)"),
+    ([{"input_ids": [5, 6]}], ValueError, "train_dataset\\[0\\] has no 'labels' column; it has \\['input_ids'\\]"),
+    ({"input_ids": [[5]]}, TypeError, "must be a datasets.Dataset or a list of rows"),
+])
+def test_select_heads_refuses_empty_or_malformed_data(data, error, match):
+    from datasets import Dataset
+
+    from lofit import select_heads
+
+    if data == "empty":
+        data = Dataset.from_list([])
+    model = tiny_model("llama")
+    expect(error, match, lambda: select_heads(model, data, k=2), model)
+
+
+def test_select_heads_refuses_a_dataset_without_labels():
+    from datasets import Dataset
+
+    from lofit import select_heads
+
+    model = tiny_model("llama")
+    data = Dataset.from_list([{"input_ids": [5, 6, 7]}] * 4)
+    expect(ValueError, "train_dataset has no 'labels' column; it has \\['input_ids'\\]", lambda: select_heads(model, data, k=2), model)
+
+
+@pytest.mark.parametrize("use_cache, train_mode", [(True, False), (False, True)])
+def test_select_heads_leaves_the_model_as_it_was_when_training_fails(monkeypatch, use_cache, train_mode):
+    import lofit.select
+    from lofit import select_heads
+
+    monkeypatch.setattr(lofit.select, "train", fail)
+    model = tiny_model("llama")
+    model.config.use_cache = use_cache
+    model.train(train_mode)
+    before = modes(model)
+    expect(RuntimeError, "later step", lambda: select_heads(model, toy_rows(), k=2), model)
+    assert modes(model) == before and model.config.use_cache is use_cache
+
+
+def test_select_heads_leaves_the_model_as_it_was_after_a_run():
+    from lofit import select_heads
+
+    model = tiny_model("llama")
+    model.config.use_cache = True
+    before, flags = model_state(model), modes(model)
+    select_heads(model, toy_rows(8), k=2, min_steps=1)
+    assert_untouched(model, before)
+    assert modes(model) == flags and model.config.use_cache is True
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(heads=[(0, 9)]), IndexError, "heads 0..3"),
+    (dict(valid=1.5), ValueError, "valid fraction must be in \\(0, 1\\)"),
+    (dict(lr=float("inf")), ValueError, "lr must be a finite number > 0"),
+    (dict(adapter_name=""), ValueError, "adapter_name must be a non-empty string"),
+    (dict(bogus=1), TypeError, "unknown training argument 'bogus'"),
+    (dict(train_dataset=[]), ValueError, "train_dataset is empty"),
+    (dict(eval_dataset=[]), ValueError, "eval_dataset is empty"),
+    (dict(train_dataset=[{"input_ids": [5, 6], "labels": [-100, 6]}] * 4), TypeError, "needs a datasets.Dataset"),
+])
+def test_train_offsets_checks_every_argument_first(monkeypatch, kwargs, error, match):
+    import lofit.select
+    from lofit import train_offsets
+
+    monkeypatch.setattr(lofit.select, "offset_units_from_data", must_not_run)
+    monkeypatch.setattr(lofit.select, "train", must_not_run)
+    model = tiny_model("llama")
+    kwargs = {"heads": [(0, 1)], "train_dataset": toy_rows(), **kwargs}
+    expect(error, match, lambda: train_offsets(model, **kwargs), model)
+
+
+def test_train_offsets_rolls_back_when_training_fails(monkeypatch):
+    import lofit.select
+    from lofit import train_offsets
+
+    monkeypatch.setattr(lofit.select, "train", fail)
+    model = tiny_model("llama")
+    expect(RuntimeError, "later step", lambda: train_offsets(model, [(0, 1)], toy_rows()), model)
+
+
+def test_lofit_fit_checks_phase_two_arguments_before_phase_one(monkeypatch):
+    import lofit.select
+    from lofit import fit
+
+    monkeypatch.setattr(lofit.select, "select_heads", must_not_run)
+    model = tiny_model("llama")
+    expect(ValueError, "valid fraction", lambda: fit(model, toy_rows(), k=2, valid=2.0), model)
+    expect(TypeError, "unknown training argument 'bogus'", lambda: fit(model, toy_rows(), k=2, bogus=1), model)
+
+
+def test_set_offset_units_refuses_a_list():
+    model = headwise.wrap(tiny_model("llama"), LofitConfig(heads=[(0, 1)]))
+    expect(TypeError, "units must be a tensor of shape \\(layers, heads\\)=\\(3, 4\\)",
+           lambda: set_offset_units(model, [[1.0] * 4] * 3), model)
+
+
+@pytest.mark.parametrize("name, error, match", [
+    (5, TypeError, "adapter_name must be a string"), ("", ValueError, "non-empty string without '.'"),
+    ("a.b", ValueError, "non-empty string without '.'"),
+])
+def test_wrap_and_load_refuse_a_bad_adapter_name(saved, name, error, match):
+    folder, model = saved
+    expect(error, match, lambda: headwise.wrap(model, LofitConfig(heads=[(0, 1)]), adapter_name=name), model)
+    expect(error, match, lambda: headwise.from_pretrained(model, folder, adapter_name=name), model)
+
+
+def test_from_pretrained_onto_a_wrapped_model_points_to_load_adapter(saved):
+    folder, model = saved
+    model = headwise.wrap(model, LofitConfig(heads=[(0, 1)]))
+    expect(ValueError, "model.load_adapter\\(folder", lambda: headwise.from_pretrained(model, folder), model)
+
+
+# -- data helpers: a missing column or an empty list is named, with the fix ---------------------------
+def test_padding_collator_refuses_no_rows():
+    from headwise.experiments.data import PaddingCollator
+
+    expect(ValueError, "no rows to pad", lambda: PaddingCollator(pad_token_id=0)([]))
+    expect(ValueError, "features\\[0\\] has no 'input_ids' column; it has \\['x'\\]", lambda: PaddingCollator(pad_token_id=0)([{"x": [1]}]))
+
+
+def test_few_shot_prompt_and_training_set_name_a_missing_column():
+    from headwise.experiments.data import few_shot_prompt, training_set
+    from tiny_tokenizer import tiny_tokenizer
+
+    expect(ValueError, "demonstrations\\[1\\] has no 'output' column; it has \\['input', 'x'\\]",
+           lambda: few_shot_prompt("w1", [{"input": "w2", "output": "w3"}, {"input": "w4", "x": "w5"}]))
+    expect(ValueError, "pairs\\[0\\] has no 'input' column; it has \\['output', 'x'\\].*input_column=",
+           lambda: training_set(tiny_tokenizer(), [{"x": "w1", "output": "w2"}]))
+    expect(ValueError, "training_set got no pairs", lambda: training_set(tiny_tokenizer(), []))
+    expect(ValueError, "names the placeholder \\{x\\}", lambda: few_shot_prompt("w1", template="Q: {x}\nA:"))
+
+
+def test_classification_prompt_names_a_missing_column():
+    from headwise.experiments.classification import ClassificationTask
+
+    task = ClassificationTask("t", "Review: {x}\nSentiment:", ["no", "yes"], [], [], [])
+    expect(ValueError, "names the column 'x', which this row lacks; it has \\['text'\\]",
+           lambda: task.prompt({"fields": {"text": "w1"}, "label": 0}))
+    expect(ValueError, "no training row of class 0", lambda: task.demonstrations(2))
+
+
+def test_train_refuses_empty_data_with_a_fix():
+    from headwise.experiments.training import train
+
+    model = headwise.wrap(tiny_model("llama"), LofitConfig(heads=[(0, 1)]))
+    expect(ValueError, "train_dataset is empty \\(0 rows\\).*training_set", lambda: train(model, [], 1e-3), model)
 
 
 # -- CLI -----------------------------------------------------------------------------------------
@@ -354,3 +736,16 @@ def test_cli_inspect_a_missing_model(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["inspect", str(tmp_path / "missing")])
     assert exit_info.value.code == 2 and "no model or adapter at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call", ["forward", "generate"])
+def test_adapter_names_is_refused_not_ignored(call):
+    """PEFT's mixed-batch argument is not implemented yet: a clear error, never every row on the active adapter."""
+    from tiny_models import adapted_tiny
+
+    model = adapted_tiny("lofit")
+    ids = torch.tensor([[5, 17, 33], [9, 23, 4]])
+    run = model if call == "forward" else model.generate
+    extra = {} if call == "forward" else {"max_new_tokens": 2, "do_sample": False, "pad_token_id": 0}
+    with pytest.raises(NotImplementedError, match="adapter_names="):
+        run(input_ids=ids, adapter_names=["default", "default"], **extra)

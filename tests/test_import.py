@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 PROBE = r"""
 import json, sys, time, warnings
 warnings.simplefilter("always")
@@ -46,20 +48,29 @@ def test_bitsandbytes_is_imported_when_peft_needs_it():
     run_probe(code)
 
 
-def test_the_experiment_kits_old_module_names_still_import_with_a_warning():
+@pytest.mark.parametrize("package", ["headwise", "lofit", "soft_injection", "zerotuning", "interventions"])
+def test_each_package_imports_first_in_a_fresh_interpreter(package):
+    """No import cycle: a method package imported before headwise registers itself (its module complete),
+    and headwise imports no method package."""
+    code = (f"import sys, {package}, headwise; "
+            "print(json.dumps(sorted(m for m in ('lofit', 'soft_injection', 'zerotuning', 'interventions') if m in sys.modules))"
+            " + ' ' + json.dumps(sorted(headwise.registered_methods())))")
+    result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported, registered = (json.loads(part) for part in result.stdout.strip().splitlines()[-1].split(" ", 1))
+    if package == "headwise":
+        assert imported == [] and registered == []
+    else:
+        assert imported == [package]
+        assert len(registered) == 1
+
+
+def test_the_experiment_kits_old_module_names_are_gone():
     import importlib
-    import warnings
 
     import headwise
-    from headwise._deprecated import MOVED_MODULES
 
-    for old, new in MOVED_MODULES.items():
-        sys.modules.pop(f"headwise.{old}", None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module = importlib.import_module(f"headwise.{old}")
-        assert module is importlib.import_module(new)
-        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert headwise.models.load_bundled_model is headwise.load_bundled_model
+    for old in ("models", "data", "evaluate", "training", "plots", "classification"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"headwise.{old}")
+        assert not hasattr(headwise, old)

@@ -14,6 +14,7 @@ from torch import nn
 
 from headwise.adapter import HeadLayer
 from headwise.calls import AttentionCall
+from headwise.compat import attn_implementation
 from headwise.sites import HeadSite
 from headwise.tuner import HeadTuner
 
@@ -90,7 +91,7 @@ class ZeroTuningModel(HeadTuner):
 
     def check_sites(self, config: ZeroTuningConfig, sites: list[HeadSite]) -> None:
         model_config = getattr(sites[0].attention, "config", None) or getattr(self.model, "config", None)
-        implementation = getattr(model_config, "_attn_implementation", None)
+        implementation = attn_implementation(model_config)
         if implementation not in SUPPORTED_ATTENTION:
             raise ValueError(
                 f"ZeroTuning needs the attention mask as a 4-D tensor, which the {implementation!r} attention "

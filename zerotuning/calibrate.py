@@ -19,6 +19,7 @@ import torch
 from headwise.experiments.data import left_padded_batch
 from headwise.experiments.evaluate import label_logprobs
 from headwise.heads import HeadList
+from headwise.transaction import unchanged_on_error
 
 from .adapter import ZeroTuningLayer, ZeroTuningModel
 from headwise.progress import progress
@@ -41,11 +42,8 @@ def _holders(model, adapter_name: str) -> list[ZeroTuningLayer]:
     return tuner.holders_of(adapter_name)
 
 
-@torch.no_grad()
-def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: str = "default") -> None:
-    """Set gamma of every head of the adapter (a number) or of some heads ({(layer, head): gamma}, others 1).
-
-    Every value must be a finite number > 0 and every head one the adapter holds; nothing is set otherwise."""
+def _check_gamma(model, gamma, adapter_name: str) -> list[ZeroTuningLayer]:
+    """Every check of ``set_gamma``, run before anything is set; returns the adapter's holders."""
     holders = _holders(model, adapter_name)
     values = list(gamma.values()) if isinstance(gamma, dict) else [gamma]
     for value in values:
@@ -62,11 +60,57 @@ def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: 
                 f"heads {unknown[:5]} are not in the ZeroTuning adapter {adapter_name!r}; wrap with "
                 "ZeroTuningConfig(heads=[...]) that includes them (or heads='all')"
             )
+    return holders
+
+
+def _log_gammas(model, adapter_name: str) -> list[torch.Tensor]:
+    """The adapter's ln(gamma) parameters: what the search helpers put back when they fail."""
+    return [holder.zerotuning_log_gamma[adapter_name] for holder in _holders(model, adapter_name)]
+
+
+@torch.no_grad()
+def set_gamma(model, gamma: float | dict[tuple[int, int], float], adapter_name: str = "default") -> None:
+    """Set gamma of every head of the adapter (a number) or of some heads ({(layer, head): gamma}, others 1).
+
+    Every value must be a finite number > 0 and every head one the adapter holds; nothing is set otherwise."""
+    _check_gamma(model, gamma, adapter_name)
     config = model.peft_config[adapter_name]
     log_gamma = torch.full((config.num_layers, config.num_heads), 0.0 if isinstance(gamma, dict) else math.log(gamma))
     for (layer, head), value in (gamma.items() if isinstance(gamma, dict) else ()):
         log_gamma[layer, head] = math.log(value)
     model.base_model.write_heads(adapter_name, log_gamma, lambda holder, rows: holder.zerotuning_log_gamma[adapter_name].copy_(rows))
+
+
+def _check_score(score) -> None:
+    if not callable(score):
+        raise TypeError(
+            f"score must be a function of the model returning a number (e.g. zerotuning.entropy_score(tokenizer, prompts)), "
+            f"got {type(score).__name__}"
+        )
+
+
+def _number(value, gamma: float) -> float:
+    """A score as a float; a score that is no number (or NaN) cannot rank gammas."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or math.isnan(number):
+        raise ValueError(f"score returned {value!r} at gamma={gamma}: it must return a number, higher is better")
+    return number
+
+
+def _checked_heads(model, heads, adapter_name: str) -> list[tuple[int, int]] | None:
+    """``heads`` as a list of (layer, head) pairs the adapter holds (None: every head of the adapter)."""
+    if heads is None:
+        return None
+    if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
+        raise ValueError(f"heads must be a list of (layer, head) pairs (or None for all of the adapter's), got {heads!r}")
+    pairs = [tuple(pair) if isinstance(pair, (list, tuple)) else pair for pair in heads]
+    if not pairs:
+        raise ValueError("heads is empty: name at least one (layer, head) pair, or pass heads=None for all of the adapter's")
+    _check_gamma(model, {pair: 1.0 for pair in pairs}, adapter_name)
+    return pairs
 
 
 @dataclass
@@ -120,23 +164,28 @@ class HeadProfile:
 
 
 def profile_heads(model, score: Score, gamma: float = 2.0, by: str = "index", adapter_name: str = "default") -> HeadProfile:
-    """Profile a model wrapped with ``ZeroTuningConfig(heads='all')`` (gamma 1 everywhere after)."""
-    holders = _holders(model, adapter_name)
+    """Profile a model wrapped with ``ZeroTuningConfig(heads='all')`` (gamma 1 everywhere after).
+
+    Every argument is checked before a gamma is set; if ``score`` fails, the gammas are put back as they were."""
+    if by not in ("index", "head"):
+        raise ValueError(f"by must be 'index' or 'head', got {by!r}")
+    _check_score(score)
+    holders = _check_gamma(model, gamma, adapter_name)
     num_layers = model.peft_config[adapter_name].num_layers
     num_heads = holders[0].num_heads
-    set_gamma(model, 1.0, adapter_name)
-    baseline = score(model)
     if by == "index":
         candidates = [[(layer, h) for layer in range(num_layers)] for h in range(num_heads)]
-    elif by == "head":
-        candidates = [[(layer, h)] for layer in range(num_layers) for h in range(num_heads)]
     else:
-        raise ValueError(f"by must be 'index' or 'head', got {by!r}")
-    results = []
-    for heads in progress(candidates, "profiling heads"):
-        set_gamma(model, {pair: gamma for pair in heads}, adapter_name)
-        results.append(score(model) - baseline)
-    set_gamma(model, 1.0, adapter_name)
+        candidates = [[(layer, h)] for layer in range(num_layers) for h in range(num_heads)]
+    _check_gamma(model, {pair: gamma for heads in candidates for pair in heads}, adapter_name)  # all in the adapter
+    with unchanged_on_error(model, values=_log_gammas(model, adapter_name)):
+        set_gamma(model, 1.0, adapter_name)
+        baseline = _number(score(model), 1.0)
+        results = []
+        for heads in progress(candidates, "profiling heads"):
+            set_gamma(model, {pair: gamma for pair in heads}, adapter_name)
+            results.append(_number(score(model), gamma) - baseline)
+        set_gamma(model, 1.0, adapter_name)
     scores = torch.tensor(results)
     return HeadProfile(scores if by == "index" else scores.view(num_layers, num_heads), baseline, gamma)
 
@@ -147,14 +196,30 @@ def calibrate(
 ) -> tuple[float, dict[float, float]]:
     """Grid search of one gamma for ``heads`` (default: all heads of the adapter), maximising ``score``.
 
-    Leaves the best gamma set on the model; returns it and the score of every gamma tried.
+    Leaves the best gamma set on the model; returns it and the score of every gamma tried. The whole grid
+    and the heads are checked before a gamma is set; if ``score`` fails, the gammas are put back as they were.
     """
+    _check_score(score)
+    _holders(model, adapter_name)
+    if isinstance(gammas, (str, bytes)) or not hasattr(gammas, "__iter__"):
+        raise ValueError(f"gammas must be a list of numbers > 0 (e.g. zerotuning.DEFAULT_GAMMAS), got {gammas!r}")
+    gammas = list(gammas)
+    if not gammas:
+        raise ValueError("gammas is empty: give at least one gamma to try (e.g. zerotuning.DEFAULT_GAMMAS)")
+    for number, gamma in enumerate(gammas):
+        try:
+            _check_gamma(model, gamma, adapter_name)
+        except ValueError as error:
+            raise ValueError(f"gammas[{number}]: {error}; nothing was set") from None
+    heads = _checked_heads(model, heads, adapter_name)
+    setting = (lambda g: {pair: g for pair in heads}) if heads is not None else (lambda g: g)  # noqa: E731
     table = {}
-    for gamma in progress(list(gammas), desc="calibrating gamma"):
-        set_gamma(model, {pair: gamma for pair in heads} if heads is not None else gamma, adapter_name)
-        table[gamma] = score(model)
-    best = max(table, key=lambda g: (table[g], -abs(math.log(g))))  # ties: the gentler gamma
-    set_gamma(model, {pair: best for pair in heads} if heads is not None else best, adapter_name)
+    with unchanged_on_error(model, values=_log_gammas(model, adapter_name)):
+        for gamma in progress(gammas, desc="calibrating gamma"):
+            set_gamma(model, setting(gamma), adapter_name)
+            table[gamma] = _number(score(model), gamma)
+        best = max(table, key=lambda g: (table[g], -abs(math.log(g))))  # ties: the gentler gamma
+        set_gamma(model, setting(best), adapter_name)
     logger.info("ZeroTuning calibration: gamma=%s, score %.4f", best, table[best])
     return best, table
 

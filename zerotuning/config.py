@@ -21,5 +21,6 @@ class ZeroTuningConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.gamma > 0 or math.isinf(self.gamma):
+        gamma = self.gamma
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
             raise ValueError(f"gamma must be a finite number > 0, got {self.gamma}")

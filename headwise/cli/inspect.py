@@ -35,11 +35,11 @@ def _read_adapter(folder: Path):
     from safetensors import safe_open
 
     from ..loading import CONFIG_NAME, WEIGHTS_NAME, AdapterFileError, read_adapter_config
-    from ..registry import registered_methods
+    from ..registry import method_classes
 
     path = folder / CONFIG_NAME
     config = read_adapter_config(folder)
-    tuner_cls = registered_methods()[config.method][1]
+    tuner_cls = method_classes(config.method)[1]
     if not config.num_layers:
         raise AdapterFileError(f"{path} records no model shape (num_layers / num_heads): save the adapter again")
     heads = config.resolve_heads(config.num_layers, config.num_heads)
@@ -105,6 +105,7 @@ def _inspect_adapter(folder: Path, png: str | None) -> None:
 def _inspect_model(name: str) -> None:
     import headwise
 
+    from ..compat import attn_implementation
     from .options import load_model
 
     if not Path(name).exists() and name.startswith((".", "/", "~")):
@@ -114,7 +115,7 @@ def _inspect_model(name: str) -> None:
     first = sites[0]
     print(f"{model.config.model_type}: {len(sites)} layers x {first.num_heads} query heads "
           f"({first.num_kv_heads} key/value heads), head_dim {first.head_dim}, "
-          f"attention {getattr(model.config, '_attn_implementation', '?')}")
+          f"attention {attn_implementation(model.config) or '?'}")
     print(f"head outputs enter: {first.output_name.replace('.0.', '.{layer}.')} ({type(first.output).__name__})")
 
 

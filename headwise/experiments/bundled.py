@@ -98,6 +98,8 @@ def load_bundled_model(name: str = "smollm2-135m-instruct", **model_kwargs):
     ``name``: the short name or the Hub id. The model and tokenizer are named by the Hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..compat import set_name_or_path
+
     short = bundled_name_of(name)
     if short is None:
         raise ValueError(f"unknown bundled model {name!r}; available: {', '.join(BUNDLED_MODELS)}")
@@ -106,7 +108,7 @@ def load_bundled_model(name: str = "smollm2-135m-instruct", **model_kwargs):
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
     hub_id = BUNDLED_HUB_IDS[short]
     model.name_or_path = hub_id  # what PEFT records as base_model_name_or_path (and config._name_or_path)
-    model.config._name_or_path = hub_id
+    set_name_or_path(model.config, hub_id)
     tokenizer.name_or_path = hub_id
     return model, tokenizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Sequence
 
-from .data import shared_data_dir
+from .data import check_columns, shared_data_dir
 from .sources import DataSourceError, read_rows
 
 __all__ = ["ClassificationTask", "load_classification", "CLASSIFICATION_TASKS"]
@@ -29,13 +29,33 @@ class ClassificationTask:
 
     def prompt(self, row: dict, demonstrations: Sequence[dict] = ()) -> str:
         """The row's prompt after ``demonstrations`` (answered rows), each answer a label word."""
-        shots = [self.template.format(**d["fields"]) + " " + self.label_words[d["label"]] for d in demonstrations]
-        return "\n\n".join([*shots, self.template.format(**row["fields"])])
+        demonstrations = list(demonstrations)
+        check_columns([row], ("fields",), "row", hint=" (rows of a ClassificationTask are {'fields': {...}, 'label': int})")
+        check_columns(demonstrations, ("fields", "label"), "demonstrations",
+                      hint=" (rows of a ClassificationTask are {'fields': {...}, 'label': int})")
+        shots = [self._format(d["fields"]) + " " + self.label_words[d["label"]] for d in demonstrations]
+        return "\n\n".join([*shots, self._format(row["fields"])])
+
+    def _format(self, fields: dict) -> str:
+        try:
+            return self.template.format(**fields)
+        except KeyError as error:
+            raise DataSourceError(
+                f"the template {self.template!r} names the column {error.args[0]!r}, which this row lacks; it has "
+                f"{sorted(map(str, fields))}: fix the template or the rows"
+            ) from None
 
     def demonstrations(self, k: int, seed: int = 0) -> list[dict]:
         """``k`` training rows cycling through the classes (balanced), in a seeded order."""
         rng = random.Random(seed)
         by_class = {c: [r for r in self.train if r["label"] == c] for c in range(len(self.label_words))}
+        if k > 0:
+            empty = [c for c, rows in by_class.items() if not rows and c < k]
+            if empty:
+                raise ValueError(
+                    f"no training row of class {empty[0]} ({self.label_words[empty[0]]!r}) to draw a balanced demonstration "
+                    f"from; give training rows of every class, or fewer demonstrations than {k}"
+                )
         picks = [rng.choice(by_class[i % len(by_class)]) for i in range(k)]
         rng.shuffle(picks)
         return picks

@@ -7,7 +7,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -15,10 +15,47 @@ from .sources import DATA_ENV, FILE_SUFFIXES, DataSourceError, data_folder, read
 
 __all__ = [
     "FUNCTION_VECTORS_TASKS", "IGNORE_INDEX", "QA_TEMPLATE", "WordPairTask", "PaddingCollator", "answer_only_example", "chat_prompt",
-    "encode_pair", "few_shot_prompt", "left_padded_batch", "load_word_pairs", "shared_data_dir", "training_set",
+    "check_columns", "check_template", "encode_pair", "few_shot_prompt", "left_padded_batch", "load_word_pairs", "shared_data_dir",
+    "training_set",
 ]
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (transformers' convention)
+
+
+def check_columns(rows: Iterable, columns: Sequence[str], what: str = "rows", hint: str = "") -> None:
+    """Raise :class:`DataSourceError` naming the first row that is not a mapping or lacks one of
+    ``columns``, the column it lacks and the columns it has (instead of a bare ``KeyError``)."""
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataSourceError(
+                f"{what}[{number}] is a {type(row).__name__}, not a row with named columns: give dicts with "
+                f"{', '.join(map(repr, columns))}"
+            )
+        missing = [column for column in columns if column not in row]
+        if missing:
+            raise DataSourceError(
+                f"{what}[{number}] has no {missing[0]!r} column; it has {sorted(map(str, row))} and every row needs "
+                f"{', '.join(map(repr, columns))}{hint}"
+            )
+
+
+def check_template(template: str, fields: Sequence[str] = ("input",)) -> None:
+    """Raise ``ValueError`` unless ``template`` is a format string whose placeholders are among ``fields``
+    (literal braces doubled); the message names the placeholder nothing fills."""
+    if not isinstance(template, str):
+        raise TypeError(f"the prompt template must be a string, got {type(template).__name__}")
+    try:
+        template.format(**{field: "" for field in fields})
+    except KeyError as error:
+        raise ValueError(
+            f"the template {template!r} names the placeholder {{{error.args[0]}}}, which nothing fills (it can use "
+            f"{', '.join('{' + f + '}' for f in fields)}); write literal braces as '{{{{' and '}}}}'"
+        ) from None
+    except (AttributeError, IndexError, ValueError) as error:
+        raise ValueError(
+            f"the template {template!r} is not a valid format string ({error}); name its placeholders, e.g. "
+            f"{'{' + fields[0] + '}'}, and write literal braces as '{{{{' and '}}}}'"
+        ) from None
 
 
 def answer_only_example(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> dict[str, list[int]]:
@@ -44,6 +81,9 @@ class PaddingCollator:
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("PaddingCollator got no rows to pad: give it a non-empty list of rows with 'input_ids'")
+        check_columns(features, ("input_ids",), "features")
         width = max(len(f["input_ids"]) for f in features)
         has_labels = all("labels" in f for f in features)
         batch = {"input_ids": [], "attention_mask": []}
@@ -94,6 +134,9 @@ def left_padded_batch(tokenizer, prompts: Sequence[str], device=None) -> dict[st
 
 def few_shot_prompt(query: str, demonstrations: Sequence[dict] = (), template: str = QA_TEMPLATE) -> str:
     """``Q: x\nA: y\n\n ... Q: query\nA:``: the Function Vectors / soft-injection format."""
+    demonstrations = list(demonstrations)
+    check_columns(demonstrations, ("input", "output"), "demonstrations")
+    check_template(template)
     shots = [template.format(input=d["input"]) + " " + d["output"] for d in demonstrations]
     return "\n\n".join([*shots, template.format(input=query)])
 
@@ -207,5 +250,10 @@ def training_set(tokenizer, pairs: Iterable[dict], template: str = QA_TEMPLATE, 
     tokens alone."""
     from datasets import Dataset
 
+    pairs = list(pairs)
+    check_columns(pairs, ("input", "output"), "pairs", hint=" (load_word_pairs(..., input_column=, output_column=) renames yours)")
+    if not pairs:
+        raise ValueError("training_set got no pairs: give at least one {'input', 'output'} row")
+    check_template(template)
     rows = [encode_pair(tokenizer, few_shot_prompt(p["input"], template=template), p["output"] + terminator) for p in pairs]
     return Dataset.from_list(rows)

@@ -20,6 +20,8 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..compat import set_attn_implementation
+
 __all__ = [
     "RegressionConfig", "RegressionTransformer", "RegressionOutput", "sample_tasks", "train_regression",
     "head_roles", "optimal_head_scales", "least_squares_head_scales", "fit_gate_scales", "one_step_gd_mse", "ridge_mse",
@@ -99,7 +101,7 @@ class RegressionTransformer(PreTrainedModel):
     def __init__(self, config: RegressionConfig) -> None:
         super().__init__(config)
         self.model = RegressionStack(config)
-        self.config._attn_implementation = "eager"  # the module takes a 4-D additive mask
+        set_attn_implementation(self.config, "eager")  # the module takes a 4-D additive mask
         self.prepare_inputs_for_generation = None  # PEFT's causal-LM wrapper reads it; the testbed never generates
         self.post_init()
 

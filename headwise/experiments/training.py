@@ -8,6 +8,7 @@ train a headwise model: any Trainer or Accelerate loop works on the wrapped mode
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from typing import Any
@@ -16,11 +17,55 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .._peft_defaults import upstream_deprecations_silenced
-from .data import PaddingCollator
+from .data import PaddingCollator, check_columns
+from .sources import DataSourceError
 
-__all__ = ["KeepBestAdapter", "pad_token_id_of", "reference_training_args", "split_for_validation", "train"]
+__all__ = [
+    "KeepBestAdapter", "check_training_kwargs", "check_training_rows", "pad_token_id_of", "reference_training_args",
+    "split_for_validation", "train", "validation_size",
+]
 
 logger = logging.getLogger(__name__)
+
+TRAINING_COLUMNS = ("input_ids", "labels")
+_HOW_TO_BUILD = "e.g. headwise.experiments.data.training_set(tokenizer, pairs) on a non-empty list of {'input', 'output'} pairs"
+
+
+def check_training_rows(dataset, what: str = "train_dataset", columns=TRAINING_COLUMNS) -> None:
+    """Raise a ``ValueError`` that says what to pass for an empty data set, or one whose rows lack ``columns``
+    (a ``datasets.Dataset`` or a list of dicts; a data set without a length, e.g. an ``IterableDataset``,
+    is not checked)."""
+    listed = ", ".join(columns or TRAINING_COLUMNS)
+    if dataset is None:
+        raise ValueError(f"{what} is None: give rows of {listed}, {_HOW_TO_BUILD}")
+    if isinstance(dataset, (str, bytes, dict)):
+        raise TypeError(f"{what} must be a datasets.Dataset or a list of rows with {listed}, got {type(dataset).__name__}")
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        return  # an iterable data set: Trainer checks it
+    if len(dataset) == 0:
+        raise ValueError(f"{what} is empty (0 rows): training needs at least one row of {listed}, {_HOW_TO_BUILD}")
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):  # a datasets.Dataset: its columns, without reading every row
+        missing = [column for column in columns if column not in names]
+        if missing:
+            raise DataSourceError(
+                f"{what} has no {missing[0]!r} column; it has {sorted(names)} and needs {listed}, {_HOW_TO_BUILD}"
+            )
+        return
+    check_columns((dataset[i] for i in range(len(dataset))), columns, what)
+
+
+def check_training_kwargs(kwargs: dict[str, Any]) -> None:
+    """Extra keyword arguments of ``train`` go to ``transformers.TrainingArguments``: refuse a name it does not take
+    before anything runs (instead of after a model was wrapped)."""
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    known |= {"pad_token_id", "data_collator", "eval_dataset", "epochs", "batch_size", "seed"}  # train()'s own
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown training argument {unknown[0]!r}: extra keyword arguments go to transformers.TrainingArguments "
+            "(e.g. max_steps=, gradient_accumulation_steps=, eval_strategy=)"
+        )
 
 
 def reference_training_args(
@@ -64,13 +109,19 @@ class KeepBestAdapter(TrainerCallback):
             logger.info("kept the adapter of step %d (validation loss %.4f)", self.best_step, self.best_loss)
 
 
+def validation_size(num_rows: int, fraction: float) -> int:
+    """Rows ``split_for_validation`` holds out of ``num_rows`` (at least one, and at least one left to train on)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"valid fraction must be in (0, 1), got {fraction!r}")
+    n_valid = max(1, round(fraction * num_rows))
+    if n_valid >= num_rows:
+        raise ValueError(f"{num_rows} examples cannot spare {n_valid} for validation; pass more data or valid=0")
+    return n_valid
+
+
 def split_for_validation(dataset, fraction: float, seed: int = 0):
     """``(train, valid)``: a seeded random ``fraction`` of a ``datasets.Dataset`` held out (at least one row)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"valid fraction must be in (0, 1), got {fraction!r}")
-    n_valid = max(1, round(fraction * len(dataset)))
-    if n_valid >= len(dataset):
-        raise ValueError(f"{len(dataset)} examples cannot spare {n_valid} for validation; pass more data or valid=0")
+    n_valid = validation_size(len(dataset), fraction)
     parts = dataset.train_test_split(test_size=n_valid, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
 
@@ -83,6 +134,10 @@ def train(
 
     With ``eval_dataset`` the adapter of the best validation check (the start included) is kept;
     the returned ``TrainOutput.metrics`` then carry ``best_step`` and ``best_eval_loss``."""
+    columns = TRAINING_COLUMNS if data_collator is None else ()  # a collator of your own may make the labels
+    check_training_rows(train_dataset, "train_dataset", columns)
+    if eval_dataset is not None:
+        check_training_rows(eval_dataset, "eval_dataset", columns)
     if data_collator is None:
         pad = pad_token_id if pad_token_id is not None else pad_token_id_of(model)
         data_collator = PaddingCollator(pad_token_id=pad)
