@@ -188,10 +188,11 @@ class _SiteHooks:
         edits = self._active(call)
         if not edits:
             return None
-        if x.dtype in LOW_PRECISION and _is_plain_projection(module) and any(e.changes_heads for e in edits):
+        changes = any(e.changes_heads for e in edits)
+        if changes and x.dtype in LOW_PRECISION and _is_plain_projection(module):
             return None  # after_output computes this call in fp32
         edited = self._edited(x, self.site, edits, call)
-        if not any(e.changes_heads for e in edits):
+        if not changes:  # observers only: they have seen the heads
             return None
         return (edited if edited.dtype == x.dtype else edited.to(x.dtype), *args[1:])
 

@@ -90,7 +90,6 @@ class HeadGateModel(HeadTuner):
             holder.set_adapter(holder.active_adapters)
 
 
-
 def _tuner(model) -> HeadGateModel:
     tuner = getattr(model, "base_model", None)
     if not isinstance(tuner, HeadGateModel):

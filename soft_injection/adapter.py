@@ -14,12 +14,12 @@ from headwise.compat import BufferDict
 from torch import nn
 
 from headwise.adapter import HeadLayer
-from headwise.calls import AttentionCall, read_attention_call
+from headwise.calls import AttentionCall
 from headwise.tuner import HeadTuner
 
 from .config import SoftInjectionConfig
 
-__all__ = ["SoftInjectionLayer", "SoftInjectionModel", "is_prefill", "last_real_positions"]
+__all__ = ["SoftInjectionLayer", "SoftInjectionModel", "last_real_positions"]
 
 
 def last_real_positions(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -30,11 +30,6 @@ def last_real_positions(mask: torch.Tensor | None, length: int) -> torch.Tensor 
     allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
     diagonal = torch.diagonal(allowed[:, 0], dim1=-2, dim2=-1)  # (B, T): token t attends to itself
     return length - 1 - diagonal.flip(-1).int().argmax(-1)
-
-
-def is_prefill(layer: int, args: tuple, kwargs: dict) -> bool:
-    """True when this attention call has no past keys/values for its layer (prefill, or no cache)."""
-    return read_attention_call(layer, args, kwargs).is_prefill
 
 
 class SoftInjectionLayer(HeadLayer):
