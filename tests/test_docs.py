@@ -1,19 +1,12 @@
 """The docs are tested: every fenced Python block of README.md and docs/*.md runs (each file's blocks in
 order, as one script, on the bundled model), and the architecture tables equal the code's."""
 
-import re
-from pathlib import Path
-
 import pytest
 
+from doc_blocks import EXTENDING, REPO, extending_method, python_blocks
 from headwise.sites import architectures_table
 
-REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-
-
-def python_blocks(path: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
 
 
 def test_the_docs_have_a_page_per_method_and_python_to_run():
@@ -35,7 +28,11 @@ def test_every_python_block_runs(path, tmp_path, monkeypatch, shared_data):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HEADWISE_DATA", str(shared_data))
     namespace = {"__name__": f"docs_{path.stem}"}
-    for number, block in enumerate(python_blocks(path), 1):
+    blocks = list(enumerate(python_blocks(path), 1))
+    if path == EXTENDING:  # its first block registers a method: run once per process, shared with test_extending
+        namespace.update(extending_method())
+        blocks = blocks[1:]
+    for number, block in blocks:
         try:
             exec(compile(block, f"{path.name} python block {number}", "exec"), namespace)
         except Exception as error:  # name the block in the failure

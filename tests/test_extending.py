@@ -2,21 +2,16 @@
 lines or fewer; here that very block runs, and the method trains, saves, reloads (headwise and PEFT),
 merges exactly and unmerges exactly, a gain of 0 included."""
 
-import re
-from pathlib import Path
-
 import peft
 import pytest
 import torch
 
 import headwise
+from doc_blocks import EXTENDING, extending_method, python_blocks
 from tiny_models import tiny_model, train_on_ids
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
-BLOCK = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), flags=re.S | re.M)[0]
-METHOD: dict = {"__name__": "extending_doc"}
-exec(compile(BLOCK, f"{DOC.name} python block 1", "exec"), METHOD)
-HeadScaleConfig = METHOD["HeadScaleConfig"]
+BLOCK = python_blocks(EXTENDING)[0]
+HeadScaleConfig = extending_method()["HeadScaleConfig"]
 IDS = torch.tensor([[3, 9, 17, 40, 5, 8, 11, 23]])
 HEADS = [(0, 1), (2, 3), (2, 0)]
 
