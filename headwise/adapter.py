@@ -87,6 +87,14 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         return None
 
     @classmethod
+    def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
+        """One number per selected head of a layer from its saved tensors ``{name: (n_selected, ...)}``, for
+        ``headwise inspect``: ``(values, what they are with their unit, signed)``. Default: the L2 norm of
+        the trained values; a method overrides it with the quantity that matters."""
+        rows = [saved[name].float().reshape(len(saved[name]), -1) for name in cls.adapter_layer_names if name in saved]
+        return torch.cat(rows, dim=1).norm(dim=1), "L2 norm of the trained values", False
+
+    @classmethod
     def _defines(cls, name: str) -> bool:
         return getattr(cls, name) is not getattr(HeadLayer, name)
 

@@ -6,7 +6,7 @@ from typing import Iterable, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["disable_progress_bars", "enable_progress_bars", "progress"]
+__all__ = ["disable_progress_bars", "enable_progress_bars", "progress", "progress_bar", "progress_enabled"]
 
 T = TypeVar("T")
 _enabled = True
@@ -26,3 +26,12 @@ def enable_progress_bars() -> None:
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
     """``iterable`` with a transient tqdm bar named ``desc`` (none when disabled)."""
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=not _enabled)
+
+
+def progress_enabled() -> bool:
+    return _enabled
+
+
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A manual transient bar of ``total`` steps (count, rate and time left), for loops tqdm cannot wrap."""
+    return tqdm(total=total, desc=desc, leave=False, disable=not _enabled)

@@ -70,6 +70,11 @@ class HeadGateLayer(HeadLayer):
         rows = rows[:, call.past_length:call.past_length + call.q_len]
         return torch.where(rows.to(heads.device)[:, :, None, None], gated, heads)
 
+    @classmethod
+    def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
+        """a - 1: how far the gate moves the head from itself (-1 replaces it by its baseline)."""
+        return saved["gate_scale"].float() - 1, "gate a - 1 (< 0: the head damped; -1: replaced by its baseline)", True
+
     def merge_refusal(self, adapter_name: str) -> str | None:
         positions = self.gate_positions.get(adapter_name)
         if positions is not None:

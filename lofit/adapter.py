@@ -74,6 +74,18 @@ class LofitLayer(HeadLayer):
             self.lofit_offset[adapter_name].mul_(self.lofit_offset_unit[adapter_name] / unit)
         self.lofit_offset_unit[adapter_name] = unit
 
+    @classmethod
+    def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
+        """The offset's RMS against the head's own output RMS (its unit, when trained in head-RMS units);
+        with scales only, the mean scale change A (signed)."""
+        if "lofit_offset" not in saved:
+            return saved["lofit_scale"].float().mean(dim=1), "mean scale change A (the head is multiplied by 1 + A)", True
+        unit = saved.get("lofit_offset_unit", torch.ones(len(saved["lofit_offset"]), 1)).float()
+        offset_rms = (saved["lofit_offset"].float() * unit).pow(2).mean(dim=1).sqrt()
+        if torch.all(unit == 1):
+            return offset_rms, "offset RMS (model units; trained without head-RMS units)", False
+        return offset_rms / unit.squeeze(1), "offset RMS / the head's output RMS", False
+
     def regularization(self, adapter_name: str) -> torch.Tensor | None:
         l1 = self.lofit_l1.get(adapter_name, 0.0)
         if not l1 or adapter_name not in self.lofit_scale:

@@ -105,7 +105,8 @@ def select_heads(
         set_seed(seed)
         wrapped = headwise.wrap(model, config, adapter_name=_SELECTION_ADAPTER)
         try:
-            train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, **training_args)
+            train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                  description="LoFiT phase 1: head selection", **training_args)
             scores = scale_norms(wrapped, _SELECTION_ADAPTER)
         finally:
             wrapped.unload()
@@ -169,7 +170,8 @@ def train_offsets(
         wrapped = headwise.wrap(model, config, adapter_name=adapter_name)
         if units is not None:
             set_offset_units(wrapped, units, adapter_name)
-        train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset, **training_args)
+        train(wrapped, train_dataset, lr, epochs=epochs, batch_size=batch_size, seed=seed, eval_dataset=eval_dataset,
+              description="LoFiT phase 2: offsets", **training_args)
     return wrapped
 
 

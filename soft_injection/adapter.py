@@ -69,6 +69,11 @@ class SoftInjectionLayer(HeadLayer):
         mixed = (1 - alpha) * heads[rows, positions] + alpha * task  # (B, H, d)
         return heads.index_put((rows, positions), mixed)
 
+    @classmethod
+    def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
+        """alpha = sigmoid(theta): how much of the head's output the task embedding replaces."""
+        return torch.sigmoid(saved["soft_injection_theta"].float()), "alpha: share of the head output replaced (0 to 1)", False
+
     def merge_refusal(self, adapter_name: str) -> str | None:
         return ("soft injection cannot be merged into the model's weights: it mixes the task embedding into the last "
                 "prompt token only, on the prefill pass, which no weight can express. Keep the adapter attached, or save "

@@ -27,7 +27,7 @@ from headwise.transaction import check_count, check_positive, unchanged_on_error
 from .adapter import SoftInjectionLayer, SoftInjectionModel
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding
-from headwise.progress import progress
+from headwise.progress import progress, progress_bar
 
 __all__ = ["FitHistory", "fit", "inject", "set_task_embedding", "alpha_matrix", "first_token_loss", "answer_loss", "LOSSES"]
 
@@ -259,7 +259,8 @@ def _fit_theta(model, tokenizer, train_examples, valid_prompts, valid_answers, p
 
     check(0)
     rng = random.Random(seed)
-    for step in progress(range(1, steps + 1), "soft injection"):
+    bar = progress_bar(steps, "soft injection: fitting theta")
+    for step in range(1, steps + 1):
         batch = rng.sample(train_examples, min(batch_size, len(train_examples)))
         value = loss_fn(model, tokenizer, [prompt(e) for e in batch], [e["output"] for e in batch])
         optimizer.zero_grad()
@@ -267,6 +268,9 @@ def _fit_theta(model, tokenizer, train_examples, valid_prompts, valid_answers, p
         optimizer.step()
         if step % eval_every == 0 or step == steps:
             check(step)
+            bar.set_postfix(valid=f"{history.valid_loss[-1]:.3f}", best=f"{history.best_loss:.3f}", refresh=False)
+        bar.update(1)
+    bar.close()
     with torch.no_grad():
         for theta, kept in zip(thetas, best):
             theta.copy_(kept)

@@ -727,7 +727,7 @@ def test_cli_prints_one_line_for_user_mistakes(tmp_path, capsys, setup, match):
         main(["adapter", str(folder)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("headwise: error:") and __import__("re").search(match, err)
+    assert len(err.splitlines()) == 1 and err.startswith("headwise adapter: error:") and __import__("re").search(match, err)
 
 
 def test_cli_inspect_a_missing_model(tmp_path, capsys):

@@ -76,6 +76,11 @@ class ZeroTuningLayer(HeadLayer):
         # (B, 1|H, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
         return torch.addcmul(mask, initial, log_gamma.view(1, -1, 1, 1))
 
+    @classmethod
+    def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
+        """ln gamma: the bias on the first key's logit (> 0 draws attention to it, < 0 away)."""
+        return saved["zerotuning_log_gamma"].float(), "ln gamma (> 0: more attention to the first token)", True
+
     def merge_refusal(self, adapter_name: str) -> str | None:
         return (
             "ZeroTuning cannot be merged: it rescales attention weights (a softmax input), which no weight of the "

@@ -1,105 +1,92 @@
-"""``headwise inspect``: what a saved adapter holds (and a layers x heads PNG), or a model's head sites."""
+"""``headwise inspect``: what a saved adapter holds (the heads' trained quantity, a PNG on request), or a model's
+head sites."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
+from .report import head_names
 
 logger = logging.getLogger("headwise.cli")
 
 
-def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "inspect", help="a saved adapter (config, parameters, heads, PNG) or a model's head sites",
-        description="With an adapter folder: its method, base model, heads, trainable parameters and a layers x heads "
-                    "PNG of the size of each head's trained values. With a model (folder, Hub id or "
-                    "smollm2-135m-instruct): where its heads are.",
-    )
-    parser.add_argument("target", nargs="?", default="smollm2-135m-instruct", metavar="DIR_OR_MODEL")
-    parser.add_argument("--png", metavar="PATH", help="where to write the heads PNG (default: ./<folder name>_heads.png)")
-    parser.set_defaults(run=run)
-    # `headwise adapter DIR`: the earlier name of `inspect DIR`
-    alias = commands.add_parser("adapter", help="same as inspect DIR")
-    alias.add_argument("target", metavar="DIR")
-    alias.add_argument("--png", metavar="PATH")
-    alias.set_defaults(run=run)
+@dataclass
+class HeadPicture:
+    """One number per head of a saved adapter (NaN where it does not act), and what the number is."""
+
+    config: object
+    matrix: object  # (layers, heads) float tensor
+    heads: list[tuple[int, int]]
+    label: str
+    signed: bool
+
+    def title(self) -> str:
+        values = self.matrix[[l for l, _ in self.heads], [h for _, h in self.heads]]
+        uniform = bool((values == values[0]).all()) if len(values) else False
+        what = f"{self.config.method.value}: {len(self.heads)} heads"
+        return what + (f", all at {values[0].item():.3g}" if uniform and len(values) > 1 else "")
 
 
-def _read_adapter(folder: Path):
-    """``(config, per-head matrix)``: the checked config and the L2 norm of each head's trained values."""
+def read_head_picture(folder: Path) -> HeadPicture:
+    """Read a saved adapter's heads and its method's per-head quantity (``HeadLayer.head_quantity``)."""
+    import torch
     from safetensors import safe_open
 
     from ..loading import CONFIG_NAME, WEIGHTS_NAME, AdapterFileError, read_adapter_config
     from ..registry import method_classes
 
-    path = folder / CONFIG_NAME
     config = read_adapter_config(folder)
-    tuner_cls = method_classes(config.method)[1]
+    layer_cls = method_classes(config.method)[1].tuner_layer_cls
     if not config.num_layers:
-        raise AdapterFileError(f"{path} records no model shape (num_layers / num_heads): save the adapter again")
+        raise AdapterFileError(f"{folder / CONFIG_NAME} records no model shape (num_layers / num_heads): save the adapter again")
     heads = config.resolve_heads(config.num_layers, config.num_heads)
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
-    trained = tuner_cls.tuner_layer_cls.adapter_layer_names
-    matrix = torch.full((config.num_layers, config.num_heads), float("nan"))
-    squares = torch.zeros_like(matrix)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise UserError(f"{weights} is missing: the folder must hold what save_pretrained() wrote")
+    saved: dict[int, dict[str, torch.Tensor]] = {}
     with safe_open(str(weights), framework="pt") as handle:
         for key in handle.keys():
-            name = key.rsplit(".", 1)[-1]
             layer = next((int(part) for part in key.split(".") if part.isdigit()), None)
-            if name not in trained or layer not in by_layer:
-                continue
-            values = handle.get_tensor(key).float()
-            rows = values.reshape(len(by_layer[layer]), -1) if values.numel() else values
-            for row, head in zip(rows, by_layer[layer]):
-                squares[layer, head] += row.pow(2).sum()
-    for layer, head in heads:
-        matrix[layer, head] = squares[layer, head].sqrt()
-    return config, matrix, heads
+            saved.setdefault(layer, {})[key.rsplit(".", 1)[-1]] = handle.get_tensor(key)
+    matrix = torch.full((config.num_layers, config.num_heads), float("nan"))
+    label, signed = "", False
+    for layer in sorted({layer for layer, _ in heads}):
+        layer_heads = sorted(head for l, head in heads if l == layer)
+        values, label, signed = layer_cls.head_quantity(saved.get(layer, {}))
+        matrix[layer, layer_heads] = values.float()
+    return HeadPicture(config, matrix, heads, label, signed)
 
 
-def write_heads_png(folder: Path, png: Path, scores: torch.Tensor | None = None) -> Path | None:
-    """A layers x heads heatmap of the adapter in ``folder`` (or of ``scores``), its heads boxed; None
-    without matplotlib (the ``plot`` extra)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ModuleNotFoundError:
-        logger.info("no heads PNG: install headwise[plot] (matplotlib) for it")
-        return None
+def write_heads_png(folder: Path, png: Path) -> Path:
+    """A layers x heads heatmap of the adapter in ``folder``: its method's quantity, heads boxed (signed
+    quantities on a red-blue scale centred on zero)."""
     from ..experiments.plots import plot_head_scores
 
-    config, matrix, heads = _read_adapter(Path(folder))
-    label = "||trained values||" if scores is None else "selection score"
-    return plot_head_scores(matrix if scores is None else scores, png, selected=heads,
-                            title=f"{config.method.value}: {len(heads)} heads", label=label)
+    picture = read_head_picture(Path(folder))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    return plot_head_scores(picture.matrix.nan_to_num(0.0), png, selected=picture.heads, title=picture.title(),
+                            label=picture.label, diverging=picture.signed)
 
 
-def _inspect_adapter(folder: Path, png: str | None) -> None:
-    import peft  # noqa: F401
-
+def _inspect_adapter(folder: Path, plot: str | None) -> None:
     from ..card import stored_parameter_count
 
-    config, matrix, heads = _read_adapter(folder)
+    picture = read_head_picture(folder)
+    config, heads = picture.config, picture.heads
     count = stored_parameter_count(folder, config)
-    listed = ", ".join(f"L{layer}.H{head}" for layer, head in heads[:12]) + (" ..." if len(heads) > 12 else "")
     print(f"{config.method.value} adapter for {config.base_model_name_or_path} ({config.model_type}: "
           f"{config.num_layers} layers x {config.num_heads} heads, head_dim {config.head_dim})")
-    print(f"heads: {len(heads)} of {config.num_layers * config.num_heads}: {listed}")
+    print(f"heads: {len(heads)} of {config.num_layers * config.num_heads}: {head_names(sorted(heads), 12)}")
     print(f"trainable parameters: {count:,}; headwise {config.headwise_version}")
-    largest = sorted(((matrix[l, h].item(), l, h) for l, h in heads), reverse=True)[:5]
-    print("largest trained values: " + ", ".join(f"L{l}.H{h} {v:.3g}" for v, l, h in largest))
-    path = write_heads_png(folder, Path(png) if png else Path.cwd() / f"{folder.resolve().name}_heads.png")
-    if path:
-        print(f"heads PNG: {path}")
+    values = sorted(((picture.matrix[l, h].item(), l, h) for l, h in heads), key=lambda item: -abs(item[0]))
+    print(f"per head: {picture.label}; largest: " + ", ".join(f"L{l}.H{h} {v:+.3g}" if picture.signed else
+                                                             f"L{l}.H{h} {v:.3g}" for v, l, h in values[:5]))
+    if plot:
+        print(f"heads PNG: {write_heads_png(folder, Path(plot))}")
 
 
 def _inspect_model(name: str) -> None:
@@ -120,10 +107,15 @@ def _inspect_model(name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from .train import check_plot_extra
+
+    check_plot_extra(args)
     target = Path(args.target)
     if (target / "adapter_config.json").is_file():
-        _inspect_adapter(target, args.png)
+        _inspect_adapter(target, args.plot)
     elif args.command == "adapter":
         raise UserError(f"{target / 'adapter_config.json'} not found: give the folder that save_pretrained() wrote")
     else:
+        if args.plot:
+            raise UserError(f"--plot draws an adapter's heads; {args.target} is a model, not an adapter folder")
         _inspect_model(args.target)

@@ -7,23 +7,29 @@ import logging
 from pathlib import Path
 
 from .errors import UserError
-from .options import add_model_option, load_model
+from .options import load_model
 
 logger = logging.getLogger("headwise.cli")
 
+INSTEAD = {  # what to do with a method whose math cannot be folded into weights
+    "SOFT_INJECTION": "it mixes a task embedding into the last prompt token only; keep it as an adapter "
+                      "(headwise eval / headwise.load_adapter_model) instead of merging",
+    "ZEROTUNING": "it biases attention logits, which no weight holds; keep it as an adapter "
+                  "(headwise eval / headwise.load_adapter_model) instead of merging",
+}
 
-def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "merge", help="merge an adapter into its base model and save the checkpoint",
-        description="Merge the adapter into the base model's weights (LoFiT: offsets into the output projection's "
-                    "bias, scales into its weight) and save a checkpoint that loads with transformers alone. Methods "
-                    "whose math cannot be folded into weights (soft injection, ZeroTuning) are refused.",
-    )
-    parser.add_argument("adapter", metavar="DIR", help="an adapter folder (or Hub repo) that save_pretrained wrote")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the merged checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    add_model_option(parser, required=False)
-    parser.set_defaults(run=run)
+
+def _check_mergeable(folder: Path) -> None:
+    """Refuse, before loading any model, a method that cannot merge; say what to do instead."""
+    import json
+
+    try:
+        method = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    except (OSError, ValueError, AttributeError):
+        return  # the loader names what is wrong with the file
+    if method in INSTEAD:
+        name = {"SOFT_INJECTION": "soft injection", "ZEROTUNING": "ZeroTuning"}[method]
+        raise UserError(f"{name} cannot be merged into weights: {INSTEAD[method]}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -33,7 +39,9 @@ def run(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise UserError(f"{out} exists and is not empty: pass --overwrite or another --out")
+        raise UserError(f"--out {out} exists and is not empty: pass --overwrite or another --out")
+    if Path(args.adapter).is_dir():
+        _check_mergeable(Path(args.adapter))
     if args.model is None:
         model, tokenizer = headwise.load_adapter_model(args.adapter)
     else:

@@ -13,7 +13,8 @@ from ..progress import progress
 
 __all__ = [
     "first_token_accuracy", "greedy_exact_match", "label_word_ids", "label_variants", "label_logprobs", "label_constrained_accuracy",
-    "generated_label_accuracy", "label_accuracy", "LabelAccuracy",
+    "generated_label_accuracy", "label_accuracy", "LabelAccuracy", "first_token_hits", "greedy_answers",
+    "is_exact_match", "label_predictions", "generated_label",
 ]
 
 
@@ -37,17 +38,23 @@ def _batches(items: Sequence, size: int, desc: str):
 
 
 @torch.no_grad()
-def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> float:
-    """Share of items whose argmax next token after the prompt is the answer's first token."""
+def first_token_hits(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> list[bool]:
+    """Per item: is the argmax next token after the prompt the answer's first token?"""
     _check_pairs(prompts, answers, "answers")
     device = next(model.parameters()).device
     targets = [first_answer_token(tokenizer, p, a) for p, a in zip(prompts, answers)]
-    correct = 0
+    hits = []
     for start, chunk in _batches(prompts, batch_size, "first-token accuracy"):
         logits = model(**left_padded_batch(tokenizer, chunk, device), logits_to_keep=1).logits[:, -1]
         predicted = logits.argmax(-1).tolist()
-        correct += sum(p == t for p, t in zip(predicted, targets[start:start + len(chunk)]))
-    return correct / max(len(prompts), 1)
+        hits += [p == t for p, t in zip(predicted, targets[start:start + len(chunk)])]
+    return hits
+
+
+def first_token_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> float:
+    """Share of items whose argmax next token after the prompt is the answer's first token."""
+    hits = first_token_hits(model, tokenizer, prompts, answers, batch_size)
+    return sum(hits) / len(hits)
 
 
 def _normalise(text: str) -> str:
@@ -60,15 +67,28 @@ def greedy_exact_match(
 ) -> float:
     """Share of items whose greedy continuation, up to its first newline, equals the answer (case-insensitive)."""
     _check_pairs(prompts, answers, "answers")
+    texts = greedy_answers(model, tokenizer, prompts, batch_size, max_new_tokens)
+    return sum(is_exact_match(text, answer) for text, answer in zip(texts, answers)) / len(prompts)
+
+
+def is_exact_match(text: str, answer: str) -> bool:
+    """The greedy answer equals the expected one, ignoring case and spacing."""
+    return _normalise(text) == _normalise(answer)
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: Sequence[str], batch_size: int = 16, max_new_tokens: int = 8) -> list[str]:
+    """Each prompt's greedy continuation up to its first newline."""
+    if not prompts:
+        raise ValueError("no prompts to evaluate: give at least one")
     device = next(model.parameters()).device
-    correct = 0
-    for start, chunk in _batches(prompts, batch_size, "greedy exact match"):
+    answers = []
+    for _, chunk in _batches(list(prompts), batch_size, "greedy answers"):
         batch = left_padded_batch(tokenizer, chunk, device)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        for text, answer in zip(texts, answers[start:start + len(chunk)]):
-            correct += _normalise(text.split("\n")[0]) == _normalise(answer)
-    return correct / max(len(prompts), 1)
+        answers += [text.split("\n")[0].strip() for text in texts]
+    return answers
 
 
 def label_word_ids(tokenizer, label_words: Sequence[str]) -> list[int]:
@@ -171,31 +191,45 @@ def _first_word(text: str) -> str:
 
 
 @torch.no_grad()
-def label_accuracy(
-    model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8, max_new_tokens: int = 3
-) -> LabelAccuracy:
-    """Label-constrained and free-generation accuracy from one greedy ``generate`` per batch: the logits of
-    its first step are the label-constrained scores, so the prompt is encoded once for both."""
-    _check_pairs(prompts, labels, "labels")
+def label_predictions(
+    model, tokenizer, prompts, label_words, batch_size: int = 8, max_new_tokens: int = 3
+) -> tuple[list[int], list[str]]:
+    """Per prompt, the label-constrained choice (class index) and the free greedy continuation, from one
+    ``generate`` per batch: the logits of its first step are the constrained scores (the prompt is encoded once)."""
     device = next(model.parameters()).device
-    variants, words = label_variants(tokenizer, label_words), [w.strip().lower() for w in label_words]
-    constrained = generated = invalid = 0
-    for start, chunk in _batches(list(prompts), batch_size, "label accuracy"):
+    variants = label_variants(tokenizer, label_words)
+    choices, texts = [], []
+    for _, chunk in _batches(list(prompts), batch_size, "label accuracy"):
         batch = left_padded_batch(tokenizer, chunk, device)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             output_logits=True, return_dict_in_generate=True,
         )
         first_logp = out.logits[0].float().log_softmax(-1)
-        scored = _variant_logprobs(model, batch, first_logp, variants).argmax(-1).tolist()
-        texts = tokenizer.batch_decode(out.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        for text, choice, label in zip(texts, scored, labels[start:start + len(chunk)]):
-            first = _first_word(text)
-            constrained += choice == label
-            invalid += first not in words
-            generated += first in words and words.index(first) == label
-    n = max(len(prompts), 1)
-    return LabelAccuracy(constrained / n, generated / n, invalid / n)
+        choices += _variant_logprobs(model, batch, first_logp, variants).argmax(-1).tolist()
+        texts += tokenizer.batch_decode(out.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return choices, texts
+
+
+def generated_label(text: str, label_words) -> int | None:
+    """The class whose label word the free continuation starts with (None: no label word)."""
+    words, first = [w.strip().lower() for w in label_words], _first_word(text)
+    return words.index(first) if first in words else None
+
+
+def label_accuracy(
+    model, tokenizer, prompts, labels: Sequence[int], label_words, batch_size: int = 8, max_new_tokens: int = 3
+) -> LabelAccuracy:
+    """Label-constrained and free-generation accuracy (see :func:`label_predictions`)."""
+    _check_pairs(prompts, labels, "labels")
+    choices, texts = label_predictions(model, tokenizer, prompts, label_words, batch_size, max_new_tokens)
+    generated = [generated_label(text, label_words) for text in texts]
+    n = len(prompts)
+    return LabelAccuracy(
+        sum(c == label for c, label in zip(choices, labels)) / n,
+        sum(g == label for g, label in zip(generated, labels)) / n,
+        sum(g is None for g in generated) / n,
+    )
 
 
 def generated_label_accuracy(

@@ -14,14 +14,15 @@ import tempfile
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .._peft_defaults import upstream_deprecations_silenced
+from ..progress import progress_bar
 from .data import PaddingCollator, check_columns
 from .sources import DataSourceError
 
 __all__ = [
-    "KeepBestAdapter", "check_training_kwargs", "check_training_rows", "pad_token_id_of", "reference_training_args",
+    "KeepBestAdapter", "LossRecorder", "TrainingProgress", "check_training_kwargs", "check_training_rows", "pad_token_id_of", "reference_training_args",
     "split_for_validation", "train", "validation_size",
 ]
 
@@ -59,7 +60,7 @@ def check_training_kwargs(kwargs: dict[str, Any]) -> None:
     """Extra keyword arguments of ``train`` go to ``transformers.TrainingArguments``: refuse a name it does not take
     before anything runs (instead of after a model was wrapped)."""
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    known |= {"pad_token_id", "data_collator", "eval_dataset", "epochs", "batch_size", "seed"}  # train()'s own
+    known |= {"pad_token_id", "data_collator", "eval_dataset", "epochs", "batch_size", "seed", "description", "callbacks"}  # train()'s own
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise TypeError(
@@ -75,11 +76,60 @@ def reference_training_args(
         output_dir=output_dir, learning_rate=learning_rate, num_train_epochs=epochs,
         per_device_train_batch_size=batch_size, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=1.0, optim="adamw_torch", seed=seed, data_seed=seed, save_strategy="no", report_to=[],
-        logging_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+        logging_strategy="steps", logging_steps=1, remove_unused_columns=False, disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+class TrainingProgress(TrainerCallback):
+    """One progress bar over the optimiser steps (count, rate, time left) with the latest training and
+    validation loss, in place of the Trainer's printed metric dicts; ``headwise.progress`` turns it off."""
+
+    def __init__(self, description: str) -> None:
+        self.description, self.bar, self.losses = description, None, {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = progress_bar(state.max_steps, self.description)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._show(loss=(logs or {}).get("loss"))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._show(valid=(metrics or {}).get("eval_loss"))
+
+    def _show(self, **losses) -> None:
+        self.losses.update({name: f"{value:.3f}" for name, value in losses.items() if value is not None})
+        if self.bar is not None and self.losses:
+            self.bar.set_postfix(self.losses, refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LossRecorder(TrainerCallback):
+    """Records a run's optimiser steps, epochs and losses, for a summary after it ends."""
+
+    def __init__(self) -> None:
+        self.steps, self.epochs, self.train_losses, self.eval_losses = 0, 0.0, [], []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.train_losses.append((state.global_step, float(logs["loss"])))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self.eval_losses.append((state.global_step, float(metrics["eval_loss"])))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.steps, self.epochs = state.global_step, float(state.epoch or 0)
 
 
 class KeepBestAdapter(TrainerCallback):
@@ -128,12 +178,14 @@ def split_for_validation(dataset, fraction: float, seed: int = 0):
 
 def train(
     model, train_dataset, learning_rate: float, pad_token_id: int | None = None, data_collator=None,
-    eval_dataset=None, **args: Any,
+    eval_dataset=None, description: str = "training", callbacks=(), **args: Any,
 ):
     """Train ``model`` (a wrapped model: only its adapter is trainable) on ``train_dataset``.
 
     With ``eval_dataset`` the adapter of the best validation check (the start included) is kept;
-    the returned ``TrainOutput.metrics`` then carry ``best_step`` and ``best_eval_loss``."""
+    the returned ``TrainOutput.metrics`` then carry ``best_step`` and ``best_eval_loss``. Progress shows as one
+    bar named ``description``; nothing is printed. ``callbacks``: more ``TrainerCallback`` objects (e.g. a
+    :class:`LossRecorder`)."""
     columns = TRAINING_COLUMNS if data_collator is None else ()  # a collator of your own may make the labels
     check_training_rows(train_dataset, "train_dataset", columns)
     if eval_dataset is not None:
@@ -150,13 +202,18 @@ def train(
             model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
             data_collator=data_collator,
         )
+        for printer in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(printer)
+        for callback in (TrainingProgress(description), *callbacks):
+            trainer.add_callback(callback)
         if eval_dataset is None:
             return trainer.train()
         keeper = KeepBestAdapter(model)
         keeper.record(0, trainer.evaluate()["eval_loss"])
         trainer.add_callback(keeper)
         output = trainer.train()
-        output.metrics.update(best_step=keeper.best_step, best_eval_loss=keeper.best_loss, eval_history=keeper.history)
+        output.metrics.update(best_step=keeper.best_step, best_eval_loss=keeper.best_loss, eval_history=keeper.history,
+                              start_eval_loss=keeper.history[0][1])
         return output
 
 
