@@ -18,6 +18,12 @@ The method contract (a method implements only these; ``docs/extending.md`` build
 - optional ``gain_and_shift(adapter_name)``: the edit as ``z -> gain * z + shift``; a method that has
   it merges and unmerges exactly (the base folds it and restores the saved columns).
 - optional ``regularization(adapter_name)``: a term added to the model's loss (LoFiT's L1).
+- optional, for fast mixed batches (``adapter_names=``, one adapter per row): ``row_tensors(adapter_name)``,
+  the adapter's per-head tensors at full head count (``{key: (H, ...)}``), ``row_identity()``, the same keys
+  for rows without it, and ``edit_heads_rows(heads, tensors, call)`` / ``edit_mask_rows(mask, tensors, call)``,
+  the math with a leading batch dimension on every tensor. The base stacks the batch's adapters into a bank
+  and gathers each row's tensors with one index. Without them a mixed batch runs the method once per
+  distinct adapter of the batch on its rows (exact, slower).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from .calls import AttentionCall
-from .compat import BufferDict
+from .compat import BufferDict, tensor_version
 from .hooks import SiteEdit, add_edit, edits_at, remove_edit
 from .merging import check_plain_projection, fold_into_projection
+from .mixed import BASE, RowAdapters
 from .sites import HeadSite
 
 __all__ = ["HeadLayer"]
@@ -53,6 +60,7 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         self._active_adapter = "default"
         self.merged_adapters: list[str] = []
         self._folded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]] = []  # merge records
+        self._banks: dict[tuple, dict[str, torch.Tensor]] = {}  # mixed batches: stacked row tensors, by adapters and versions
 
     # -- the method contract (see the module docstring) -------------------------------------------
     def create_parameters(self, adapter_name: str, num_selected: int, config) -> None:
@@ -93,6 +101,23 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         the trained values; a method overrides it with the quantity that matters."""
         rows = [saved[name].float().reshape(len(saved[name]), -1) for name in cls.adapter_layer_names if name in saved]
         return torch.cat(rows, dim=1).norm(dim=1), "L2 norm of the trained values", False
+
+    def row_tensors(self, adapter_name: str) -> dict[str, torch.Tensor] | None:
+        """Fast mixed batches: ``adapter_name``'s per-head tensors ``{key: (H, ...)}`` (None: no fast path
+        for this adapter, e.g. a gate at chosen positions)."""
+        return None
+
+    def row_identity(self) -> dict[str, torch.Tensor]:
+        """Fast mixed batches: the tensors of a row this holder leaves unchanged (same keys and shapes)."""
+        raise NotImplementedError
+
+    def edit_heads_rows(self, heads: torch.Tensor, tensors: dict[str, torch.Tensor], call: AttentionCall) -> torch.Tensor:
+        """Fast mixed batches: ``edit_heads`` with every tensor of ``tensors`` given per row ``(B, H, ...)``."""
+        raise NotImplementedError
+
+    def edit_mask_rows(self, mask: torch.Tensor | None, tensors: dict[str, torch.Tensor], call: AttentionCall) -> torch.Tensor:
+        """Fast mixed batches: ``edit_mask`` with every tensor of ``tensors`` given per row ``(B, H, ...)``."""
+        raise NotImplementedError
 
     @classmethod
     def _defines(cls, name: str) -> bool:
@@ -161,19 +186,98 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
 
     # -- SiteEdit: what the site hooks call -------------------------------------------------------
     def applies_to(self, call: AttentionCall | None) -> bool:
+        if call is not None and call.rows is not None:
+            return self.acts_on(call) and bool(self._row_adapters(call.rows))
         return self.acts_on(call) and bool(self.applied_adapters())
 
     def apply_heads(self, heads: torch.Tensor, call: AttentionCall | None) -> torch.Tensor:
+        if call is not None and call.rows is not None:
+            return self._apply_rows(heads, call, "heads")
         for name in self.applied_adapters():
             heads = self.edit_heads(heads, name, call)
         return heads
 
     def apply_mask(self, mask: torch.Tensor | None, call: AttentionCall) -> torch.Tensor | None:
+        if call.rows is not None:
+            return self._apply_rows(mask, call, "mask") if self._row_adapters(call.rows) else mask
         for name in self.applied_adapters():
             new = self.edit_mask(mask, name, call)
             if new is not None:
                 mask = new
         return mask
+
+    # -- mixed batches: one adapter per row ---------------------------------------------------------
+    def _row_adapters(self, rows: RowAdapters) -> list[str]:
+        """The batch's adapters this holder acts for (none while adapters are disabled)."""
+        if self._disable_adapters:
+            return []
+        return [name for name in rows.distinct if name != BASE and name in self.head_index]
+
+    def _apply_rows(self, value: torch.Tensor | None, call: AttentionCall, kind: str) -> torch.Tensor | None:
+        """``value`` (head outputs or mask) with each row edited by its own adapter."""
+        rows = call.rows
+        bank = self._bank(rows) if self._fast_rows(kind) else None
+        if bank is not None:
+            device = value.device if value is not None else call.hidden_states.device
+            slots = rows.slots(device)
+            gathered = {key: stacked.index_select(0, slots) for key, stacked in bank.items()}  # (B, H, ...)
+            if kind == "heads":
+                return self.edit_heads_rows(value, gathered, call)
+            return self.edit_mask_rows(value, gathered, call)
+        return self._apply_rows_per_adapter(value, call, kind)
+
+    def _fast_rows(self, kind: str) -> bool:
+        return self._defines("row_tensors") and self._defines("edit_heads_rows" if kind == "heads" else "edit_mask_rows")
+
+    def _bank(self, rows: RowAdapters) -> dict[str, torch.Tensor] | None:
+        """``{key: (n_distinct, H, ...)}``: the batch's distinct adapters' row tensors stacked, the identity for
+        ``__base__`` and for adapters this layer does not hold. Kept while none of those adapters' tensors
+        changes (read only for the batch's adapters, never for all loaded); built fresh under autograd."""
+        key = tuple((name, self._versions(name)) for name in rows.distinct)
+        bank = self._banks.get(key)
+        if bank is not None:
+            return bank
+        entries = []
+        for name in rows.distinct:
+            entry = self.row_tensors(name) if name in self.head_index else None
+            if entry is None and name in self.head_index:
+                return None  # an adapter without a fast path (e.g. a gate at chosen positions)
+            entries.append(entry if entry is not None else self.row_identity())
+        bank = {k: torch.stack([entry[k] for entry in entries]) for k in entries[0]}
+        if not torch.is_grad_enabled():
+            if len(self._banks) >= 16:
+                self._banks.pop(next(iter(self._banks)))
+            self._banks[key] = bank
+        return bank
+
+    def _versions(self, name: str) -> tuple:
+        """Identity and version of every tensor ``name`` owns here: a bank built from them is current while these hold."""
+        if name not in self.head_index:
+            return ()
+        found = []
+        for attribute in (*self.adapter_layer_names, *self.other_param_names):
+            container = getattr(self, attribute, None)
+            tensor = container.get(name) if hasattr(container, "get") else None
+            if isinstance(tensor, torch.Tensor):
+                found.append((attribute, id(tensor), tensor_version(tensor), tensor.device))
+        return tuple(found)
+
+    def _apply_rows_per_adapter(self, value: torch.Tensor | None, call: AttentionCall, kind: str) -> torch.Tensor | None:
+        """The plain path: the method once per distinct adapter of the batch, on that adapter's rows."""
+        rows = call.rows
+        if kind == "mask" and value is None:
+            value = call.masks(call.hidden_states.dtype if call.hidden_states.dtype.is_floating_point else torch.float32)[1]
+        out = None
+        for name in self._row_adapters(rows):
+            index = rows.rows_of(name, value.device)
+            part = value.index_select(0, index) if value.shape[0] == call.batch else value
+            sub_call = call.select_rows(index)
+            edited = self.edit_heads(part, name, sub_call) if kind == "heads" else self.edit_mask(part, name, sub_call)
+            if out is None:
+                shape = torch.broadcast_shapes(value.shape, (call.batch, *edited.shape[1:]))
+                out = value.expand(shape).clone()
+            out[index] = edited.to(out.dtype).expand(len(index), *out.shape[1:])
+        return value if out is None else out
 
     # -- merging: from gain_and_shift, where the math allows ------------------------------------
     def merge_order(self, adapter_names: list[str] | None) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from .compat import tensor_version
+from .mixed import RowAdapters, current_rows
 
 __all__ = ["AttentionCall", "read_attention_call"]
 
@@ -50,6 +51,7 @@ class AttentionCall:
     past_length: int  # keys of this layer already in the cache before this call
     pass_token: Any = field(default=None, compare=False, repr=False)  # an object every layer of the pass shares
     notes: dict = field(default_factory=dict, compare=False, repr=False)
+    rows: RowAdapters | None = field(default=None, compare=False, repr=False)  # one adapter per row (mixed batch)
 
     @property
     def batch(self) -> int:
@@ -88,6 +90,15 @@ class AttentionCall:
         if value is None:
             value = store[key] = compute()
         return value
+
+    def select_rows(self, index: torch.Tensor) -> AttentionCall:
+        """The same call for the rows ``index`` only (a mixed batch's rows of one adapter); its shared facts
+        are its own (the mask slice is a new tensor), and it carries no row adapters."""
+        mask = self.attention_mask
+        if isinstance(mask, torch.Tensor) and mask.shape[0] == self.batch:
+            mask = mask.index_select(0, index.to(mask.device))
+        return AttentionCall(self.layer, self.hidden_states.index_select(0, index.to(self.hidden_states.device)), mask,
+                             self.past_length, None)
 
     def masks(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """(allowed, additive): the attention mask as a boolean ``(B, 1|H, Tq, Tk)`` tensor (True = may
@@ -154,4 +165,8 @@ def read_attention_call(layer: int, args: tuple, kwargs: dict) -> AttentionCall:
     hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     cache = _cache_of(args, kwargs)
     past = int(cache.get_seq_length(layer)) if cache is not None else 0
-    return AttentionCall(layer, hidden, kwargs.get("attention_mask"), past, _pass_token(kwargs))
+    rows = current_rows()
+    if rows is not None and len(rows) != hidden.shape[0]:
+        raise ValueError(f"Length of `adapter_names` should be the same as the number of inputs, but got {len(rows)} and "
+                         f"{hidden.shape[0]} respectively: give one adapter name per row ('__base__' for the bare model)")
+    return AttentionCall(layer, hidden, kwargs.get("attention_mask"), past, _pass_token(kwargs), rows=rows)

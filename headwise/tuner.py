@@ -20,6 +20,7 @@ from .compat import child_modules, name_or_path
 from .config import AdapterConfig
 from .heads import group_by_layer
 from .merging import make_bias_loadable
+from .mixed import BASE, rows_of_adapters
 from .sites import HeadSite, find_head_sites
 from .quantized import four_bit_modules, unpack_for_training
 from .transaction import unchanged_on_error
@@ -154,14 +155,36 @@ class HeadTuner(BaseTuner):
     # -- forward: the loss includes adapter penalties, so plain Trainer optimises them ----------
     @contextlib.contextmanager
     def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any):
-        """PEFT calls this around forward() and generate() with their keyword arguments."""
-        if kwargs.get("adapter_names") is not None:
-            raise NotImplementedError(
-                "adapter_names= (one adapter per row, PEFT's mixed batches) is not supported by headwise adapters yet: "
-                "every row would get the active adapter. Run one batch per adapter: model.set_adapter(name), then call "
-                "the model without adapter_names."
-            )
-        yield
+        """PEFT calls this around forward() and generate() with their keyword arguments: ``adapter_names``
+        (one adapter per row, ``"__base__"`` for the bare model) holds for this call, in this thread only."""
+        names = kwargs.get("adapter_names")
+        if names is None:
+            yield
+            return
+        self._check_adapter_names(names, kwargs)
+        beams = kwargs.get("num_beams")
+        if isinstance(beams, int) and beams > 1:  # generate repeats each row num_beams times
+            names = [name for name in names for _ in range(beams)]
+        with rows_of_adapters(names):
+            yield
+
+    def _check_adapter_names(self, names: Any, kwargs: dict) -> None:
+        """PEFT's refusals for a mixed batch, before anything runs."""
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"adapter_names must be a list of adapter names, one per row, got {names!r}")
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode: call model.eval() first "
+                             "(mixed batches are for inference)")
+        unknown = sorted({name for name in names if name != BASE and name not in self.peft_config})
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}; this model has "
+                             f"{', '.join(sorted(self.peft_config))} (and '{BASE}' for the bare model)")
+        if any(holder.merged_adapters for holder in self.holders()):
+            raise ValueError("Cannot pass `adapter_names` when there are merged adapters, please call unmerge_adapter first")
+        inputs = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2 and len(names) != inputs.shape[0]:
+            raise ValueError(f"Length of `adapter_names` should be the same as the number of inputs, but got "
+                             f"{len(names)} and {inputs.shape[0]} respectively")
 
     def forward(self, *args: Any, **kwargs: Any):
         if torch.is_grad_enabled():

@@ -55,6 +55,20 @@ class HeadGateLayer(HeadLayer):
         baseline = self.full_head_tensor(self.gate_baseline[adapter_name].float(), adapter_name, fill=0.0)
         return scale, (1 - scale) * baseline
 
+    def row_tensors(self, adapter_name: str) -> dict[str, torch.Tensor] | None:
+        if self.gate_positions.get(adapter_name) is not None:
+            return None  # positions differ per adapter: the per-adapter path
+        gain, shift = self.gain_and_shift(adapter_name)
+        return {"gain": gain, "shift": shift}
+
+    def row_identity(self) -> dict[str, torch.Tensor]:
+        return {"gain": torch.ones(self.num_heads, 1, device=self.device),
+                "shift": torch.zeros(self.num_heads, self.head_dim, device=self.device)}
+
+    def edit_heads_rows(self, heads: torch.Tensor, tensors: dict[str, torch.Tensor], call) -> torch.Tensor:
+        # heads (B, T, H, d); gain (B, H, 1), shift (B, H, d)
+        return torch.addcmul(tensors["shift"][:, None], heads, tensors["gain"][:, None])
+
     def edit_heads(self, heads: torch.Tensor, adapter_name: str, call: AttentionCall | None) -> torch.Tensor:
         gain, shift = self.gain_and_shift(adapter_name)
         gated = torch.addcmul(shift, heads, gain)  # (B, T, H, d)

@@ -54,6 +54,19 @@ class LofitLayer(HeadLayer):
             heads = heads + shift
         return heads
 
+    def row_tensors(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        gain, shift = self.gain_and_shift(adapter_name)
+        identity = self.row_identity()
+        return {"gain": identity["gain"] if gain is None else gain, "shift": identity["shift"] if shift is None else shift}
+
+    def row_identity(self) -> dict[str, torch.Tensor]:
+        shape = (self.num_heads, self.head_dim)
+        return {"gain": torch.ones(shape, device=self.device), "shift": torch.zeros(shape, device=self.device)}
+
+    def edit_heads_rows(self, heads: torch.Tensor, tensors: dict[str, torch.Tensor], call) -> torch.Tensor:
+        # heads (B, T, H, d); gain and shift (B, H, d), one row per batch row
+        return torch.addcmul(tensors["shift"][:, None], heads, tensors["gain"][:, None])
+
     def gain_and_shift(self, adapter_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The (H, d) multiplier 1 + A and addend v of this layer (None where unused)."""
         gain = shift = None

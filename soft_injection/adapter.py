@@ -55,9 +55,25 @@ class SoftInjectionLayer(HeadLayer):
         """(H,) mixing weights of this layer; 0 for heads the adapter does not touch."""
         return self.full_head_tensor(torch.sigmoid(self.soft_injection_theta[adapter_name]), adapter_name, fill=0.0)
 
+    def task_embedding(self, adapter_name: str) -> torch.Tensor:
+        """(H, d) task embedding of this layer; 0 for heads the adapter does not touch."""
+        return self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
+
+    def row_tensors(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        return {"alpha": self.alpha(adapter_name)[:, None], "task": self.task_embedding(adapter_name)}
+
+    def row_identity(self) -> dict[str, torch.Tensor]:
+        return {"alpha": torch.zeros(self.num_heads, 1, device=self.device),
+                "task": torch.zeros(self.num_heads, self.head_dim, device=self.device)}
+
+    def edit_heads_rows(self, heads: torch.Tensor, tensors: dict[str, torch.Tensor], call: AttentionCall) -> torch.Tensor:
+        return self._inject(heads, tensors["alpha"], tensors["task"], call)  # alpha (B, H, 1), task (B, H, d)
+
     def edit_heads(self, heads: torch.Tensor, adapter_name: str, call: AttentionCall | None) -> torch.Tensor:
-        alpha = self.alpha(adapter_name)[:, None]  # (H, 1)
-        task = self.full_head_tensor(self.soft_injection_embedding[adapter_name].float(), adapter_name, fill=0.0)
+        return self._inject(heads, self.alpha(adapter_name)[:, None], self.task_embedding(adapter_name), call)
+
+    def _inject(self, heads: torch.Tensor, alpha: torch.Tensor, task: torch.Tensor, call: AttentionCall | None) -> torch.Tensor:
+        """z <- (1 - alpha) z + alpha t at each row's last prompt token; alpha (H, 1) | (B, H, 1), t (H, d) | (B, H, d)."""
         positions = None
         if call is not None:  # once per forward pass, shared by the layers
             positions = call.shared("last real positions", lambda: last_real_positions(call.attention_mask, call.q_len))

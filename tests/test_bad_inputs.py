@@ -739,13 +739,12 @@ def test_cli_inspect_a_missing_model(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("call", ["forward", "generate"])
-def test_adapter_names_is_refused_not_ignored(call):
-    """PEFT's mixed-batch argument is not implemented yet: a clear error, never every row on the active adapter."""
+def test_adapter_names_refused_for_an_unknown_name_leaves_the_model_untouched(call):
+    """Mixed batches (tests/test_mixed.py) check every name before the forward pass starts."""
     from tiny_models import adapted_tiny
 
-    model = adapted_tiny("lofit")
+    model = adapted_tiny("lofit").eval()
     ids = torch.tensor([[5, 17, 33], [9, 23, 4]])
     run = model if call == "forward" else model.generate
     extra = {} if call == "forward" else {"max_new_tokens": 2, "do_sample": False, "pad_token_id": 0}
-    with pytest.raises(NotImplementedError, match="adapter_names="):
-        run(input_ids=ids, adapter_names=["default", "default"], **extra)
+    expect(ValueError, "non-existing adapter", lambda: run(input_ids=ids, adapter_names=["default", "defualt"], **extra), model)

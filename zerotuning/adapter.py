@@ -59,7 +59,20 @@ class ZeroTuningLayer(HeadLayer):
         """(H,) ln(gamma) of this layer's heads under ``adapter_name`` (0 for untouched heads)."""
         return self.full_head_tensor(self.zerotuning_log_gamma[adapter_name], adapter_name, fill=0.0)
 
+    def row_tensors(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        return {"log_gamma": self.log_gamma(adapter_name)}
+
+    def row_identity(self) -> dict[str, torch.Tensor]:
+        return {"log_gamma": torch.zeros(self.num_heads, device=self.device)}
+
+    def edit_mask_rows(self, mask: torch.Tensor | None, tensors: dict[str, torch.Tensor], call: AttentionCall) -> torch.Tensor:
+        return self._bias(mask, tensors["log_gamma"][:, :, None, None], call)  # (B, H, 1, 1)
+
     def edit_mask(self, mask: torch.Tensor | None, adapter_name: str, call: AttentionCall) -> torch.Tensor:
+        return self._bias(mask, self.log_gamma(adapter_name).view(1, -1, 1, 1), call)
+
+    def _bias(self, mask: torch.Tensor | None, log_gamma: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        """The mask with ln gamma (``(1|B, H, 1, 1)``) added to the logit of each row's first real key."""
         if self.sliding_window is not None and call.k_len > self.sliding_window:
             raise ValueError(
                 f"layer {self.site.layer} uses a sliding window of {self.sliding_window} tokens and this sequence is "
@@ -70,11 +83,10 @@ class ZeroTuningLayer(HeadLayer):
         additive, initial = call.shared(f"zerotuning {dtype}", lambda: initial_key_mask(call, dtype))
         if mask is None:
             mask = additive
-        log_gamma = self.log_gamma(adapter_name)
         if log_gamma.dtype != mask.dtype:
             log_gamma = log_gamma.to(mask.dtype)
-        # (B, 1|H, Tq, Tk) + (B, 1, Tq, Tk) * (1, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
-        return torch.addcmul(mask, initial, log_gamma.view(1, -1, 1, 1))
+        # (B, 1|H, Tq, Tk) + (B, 1, Tq, Tk) * (1|B, H, 1, 1) -> (B, H, Tq, Tk): one pass, nothing else per layer
+        return torch.addcmul(mask, initial, log_gamma)
 
     @classmethod
     def head_quantity(cls, saved: dict[str, torch.Tensor]) -> tuple[torch.Tensor, str, bool]:
