@@ -13,6 +13,7 @@ from .config import AdapterConfig, AdapterShapeError
 from .heads import group_by_layer, resolve_heads
 from .hub import push_to_hub
 from .model import from_pretrained, get_adapter_model, trainable_parameters, wrap
+from .many import adapter_memory, load_adapters
 from .experiments.bundled import load_adapter_model, load_base_model, load_bundled_model
 from .registry import MethodName, UnknownMethodError, load_methods, register_method, registered_methods
 from .sites import ARCHITECTURES, HeadSite, UnsupportedArchitectureError, find_head_sites
@@ -27,11 +28,13 @@ __all__ = [
     "UnknownMethodError",
     "UnsupportedArchitectureError",
     "__version__",
+    "adapter_memory",
     "find_head_sites",
     "from_pretrained",
     "get_adapter_model",
     "group_by_layer",
     "load_adapter_model",
+    "load_adapters",
     "load_base_model",
     "load_bundled_model",
     "load_methods",

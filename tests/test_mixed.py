@@ -234,3 +234,36 @@ def test_a_thousand_adapters_loaded_do_not_slow_a_batch_that_uses_one():
     many = timed()
     one_again = timed()
     assert many < 1.5 * min(one, one_again), (one, many, one_again)
+
+
+def test_load_a_folder_of_adapters_under_their_names_and_serve_them_in_one_batch(tmp_path):
+    model = two_adapters("soft_injection")
+    model.save_pretrained(tmp_path / "many")  # PEFT writes a named adapter into a subfolder of its name
+    assert (tmp_path / "many" / "task1" / "adapter_config.json").is_file()
+    (tmp_path / "many" / "notes").mkdir()  # a subfolder without an adapter is not one
+    base = tiny_model("llama")
+    base.set_attn_implementation("sdpa")  # as two_adapters builds it
+    loaded = headwise.load_adapters(base, tmp_path / "many").eval()
+    assert sorted(loaded.peft_config) == ["task1", "task2"]
+    memory = headwise.adapter_memory(loaded)
+    assert memory == headwise.adapter_memory(model, ["task1", "task2"]) and all(size > 0 for size in memory.values())
+    ids, mask = padded([6, 4, 7, 5, 3], "left")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask, adapter_names=NAMES).logits,
+                                   model(input_ids=ids, attention_mask=mask, adapter_names=NAMES).logits)
+
+
+def test_load_adapters_checks_every_folder_before_attaching_any(tmp_path):
+    model = two_adapters("lofit")
+    model.save_pretrained(tmp_path / "good")
+    (tmp_path / "many" / "x1").mkdir(parents=True)
+    (tmp_path / "many" / "x2").mkdir()
+    for part in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / "many" / "x1" / part).write_bytes((tmp_path / "good" / "task1" / part).read_bytes())
+    (tmp_path / "many" / "x2" / "adapter_config.json").write_text("{oops")
+    base = tiny_model("llama").eval()
+    with pytest.raises(Exception, match="not valid JSON|cannot be read"):
+        headwise.load_adapters(base, tmp_path / "many")
+    assert not hasattr(base, "peft_config") and not any("headwise" in n for n, _ in base.named_modules())
+    with pytest.raises(ValueError, match="already has an adapter named 'task1'"):
+        headwise.load_adapters(model, {"task1": tmp_path / "good" / "task1"})
