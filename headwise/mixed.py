@@ -56,11 +56,15 @@ class RowAdapters:
 
 
 _ROWS: ContextVar[RowAdapters | None] = ContextVar("headwise_row_adapters", default=None)
+_open_batches = 0  # mixed batches running in any thread: what a compiled graph can check (it cannot read _ROWS)
 
 
 def current_rows() -> RowAdapters | None:
     """The row adapters of the forward pass in progress in this thread (None: every row on the active adapters)."""
     if torch.compiler.is_compiling():
+        if _open_batches:
+            raise NotImplementedError("adapter_names= (mixed batches) does not run under torch.compile: call the "
+                                      "uncompiled model for mixed batches")
         return None
     return _ROWS.get()
 
@@ -68,9 +72,12 @@ def current_rows() -> RowAdapters | None:
 @contextlib.contextmanager
 def rows_of_adapters(names: Sequence[str]) -> Iterator[RowAdapters]:
     """Run the forward passes inside the block with adapter ``names[b]`` on row ``b`` (this thread only)."""
+    global _open_batches
     rows = RowAdapters(tuple(names))
     token = _ROWS.set(rows)
+    _open_batches += 1
     try:
         yield rows
     finally:
+        _open_batches -= 1
         _ROWS.reset(token)

@@ -267,3 +267,18 @@ def test_load_adapters_checks_every_folder_before_attaching_any(tmp_path):
     assert not hasattr(base, "peft_config") and not any("headwise" in n for n, _ in base.named_modules())
     with pytest.raises(ValueError, match="already has an adapter named 'task1'"):
         headwise.load_adapters(model, {"task1": tmp_path / "good" / "task1"})
+
+
+def test_a_compiled_model_does_not_ignore_adapter_names():
+    """A compiled graph cannot read the rows' ContextVar: it must still give each row its adapter (it falls back
+    to eager for that call), never the active adapter on every row."""
+    model = two_adapters("lofit")
+    ids, mask = padded([5, 5], "left")
+    compiled = torch.compile(model, backend="eager")  # traced by dynamo; inductor is not needed to check this
+    with torch.no_grad():
+        compiled(input_ids=ids, attention_mask=mask)  # a graph without mixed batches first
+        got = compiled(input_ids=ids, attention_mask=mask, adapter_names=["task2", "__base__"]).logits
+        expected = model(input_ids=ids, attention_mask=mask, adapter_names=["task2", "__base__"]).logits
+        active = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, active, atol=1e-3)
