@@ -257,7 +257,7 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         found = []
         for attribute in (*self.adapter_layer_names, *self.other_param_names):
             container = getattr(self, attribute, None)
-            tensor = container.get(name) if hasattr(container, "get") else None
+            tensor = container[name] if hasattr(container, "keys") and name in container else None
             if isinstance(tensor, torch.Tensor):
                 found.append((attribute, id(tensor), tensor_version(tensor), tensor.device))
         return tuple(found)

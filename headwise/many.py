@@ -77,10 +77,10 @@ def adapter_memory(model: nn.Module, names: Iterable[str] | None = None) -> dict
     for holder in holders:
         for attribute in (*holder.adapter_layer_names, *holder.other_param_names):
             container = getattr(holder, attribute, None)
-            if not hasattr(container, "get"):
+            if not hasattr(container, "keys"):  # ParameterDict, BufferDict (settings dicts hold no tensors)
                 continue
             for name in wanted:
-                tensor = container.get(name)
+                tensor = container[name] if name in container else None
                 if isinstance(tensor, torch.Tensor):
                     sizes[name] += tensor.numel() * tensor.element_size()
     return sizes

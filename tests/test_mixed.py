@@ -282,3 +282,27 @@ def test_a_compiled_model_does_not_ignore_adapter_names():
         active = model(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(got, active, atol=1e-3)
+
+
+def test_a_new_task_embedding_is_seen_by_the_next_mixed_batch():
+    """Buffers count for a bank's freshness too (a task embedding is a buffer, replaced by set_task_embedding)."""
+    from soft_injection import set_task_embedding
+
+    model = two_adapters("soft_injection")
+    ids, mask = padded([5, 5], "left")
+    sites = headwise.find_head_sites(model.get_base_model())
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask, adapter_names=["task1", "task2"]).logits
+        set_task_embedding(model, torch.randn(len(sites), sites[0].num_heads, sites[0].head_dim), "task2")
+        after = model(input_ids=ids, attention_mask=mask, adapter_names=["task1", "task2"]).logits
+        torch.testing.assert_close(after[0], before[0])
+        expected = alone(model, "task2", ids[1:], run=lambda x: model(input_ids=x).logits)
+    torch.testing.assert_close(after[1:], expected, atol=2e-5, rtol=1e-4)
+
+
+def test_adapter_memory_counts_parameters_and_buffers():
+    model = two_adapters("soft_injection")
+    holders = model.base_model.holders_of("task1")
+    expected = sum(4 * (h.soft_injection_theta["task1"].numel() + h.soft_injection_embedding["task1"].numel())
+                   + 8 * h.head_index["task1"].numel() for h in holders)  # fp32 values, int64 head indices
+    assert headwise.adapter_memory(model)["task1"] == expected
