@@ -62,7 +62,7 @@ def _section(config, parameters: int | None) -> str:
         START,
         f"# {method} adapter for {base}",
         "",
-        f"A head-level adapter made with [headwise](https://pypi.org/project/headwise/). {summary}",
+        f"A head-level adapter made with headwise (the `headwise` Python package: `pip install headwise`). {summary}",
         "",
         f"- **Base model:** `{base}`",
         f"- **Method:** {method}",

@@ -7,7 +7,6 @@ from typing import Any
 import peft
 from torch import nn
 
-from ._peft_defaults import apply_save_defaults, upstream_deprecations_silenced
 from .config import AdapterConfig
 from .loading import check_adapter_folder, resolve_adapter_folder
 from .transaction import unchanged_on_error
@@ -36,8 +35,8 @@ def wrap(model: nn.Module, config: AdapterConfig, adapter_name: str = "default",
     if hasattr(model, "peft_config"):
         raise ValueError("this model already carries adapters: use model.add_adapter(name, config), or unload() it first")
     check_adapter_name(adapter_name)
-    with unchanged_on_error(model), upstream_deprecations_silenced():
-        return apply_save_defaults(peft.get_peft_model(model, config, adapter_name=adapter_name, **kwargs))
+    with unchanged_on_error(model):  # quiet, saves offline: headwise._peft_defaults (set up on registration)
+        return peft.get_peft_model(model, config, adapter_name=adapter_name, **kwargs)
 
 
 get_adapter_model = wrap
@@ -62,10 +61,10 @@ def from_pretrained(
     hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir") if k in kwargs}
     folder = resolve_adapter_folder(model_id, **hub_kwargs)
     config = check_adapter_folder(model, folder, allow_nonfinite=allow_nonfinite)
-    with unchanged_on_error(model), upstream_deprecations_silenced():
-        return apply_save_defaults(peft.PeftModel.from_pretrained(
+    with unchanged_on_error(model):
+        return peft.PeftModel.from_pretrained(
             model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable, config=config, **kwargs
-        ))
+        )
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, int]:

@@ -20,7 +20,9 @@ method's package first, or call :func:`load_methods` to import every installed o
 PEFT's own ``register_peft_method`` only accepts names of its closed ``PeftType`` enum, so we put the
 method's name, a :class:`MethodName` (a ``str``, as PEFT's tables key it, with the ``.value`` that
 transformers reads), into PEFT's method tables (:func:`headwise.compat.peft_method_tables`).
-``tests/test_registry.py`` fails loudly when PEFT changes those tables.
+``tests/test_registry.py`` fails loudly when PEFT changes those tables. Registering also gives every
+``PeftModel`` PEFT builds for a headwise method the defaults of :mod:`headwise._peft_defaults` (no upstream
+deprecation warning, no Hub lookup on save).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def register_method(name: str, config_cls: type, tuner_cls: type) -> MethodName:
     ``tuner_layer_cls``. Registering the same classes again is a no-op; other classes under a taken
     name are refused.
     """
+    from . import _peft_defaults
     from .compat import peft_method_tables
 
     method = _check(name, config_cls, tuner_cls)
@@ -120,6 +123,7 @@ def register_method(name: str, config_cls: type, tuner_cls: type) -> MethodName:
             raise KeyError(f"{method} is already registered with {known[0].__name__}")
         return method
     tables = peft_method_tables()
+    _peft_defaults.install()  # PEFT's own entry points then build its models quietly and save them offline
     config_cls.method = method
     tables.config[method] = config_cls
     tables.tuner[method] = tuner_cls

@@ -24,3 +24,11 @@ def shared_data():
         if os.environ.get("CI"):
             pytest.fail("../shared/data is absent in CI: the reference data must be beside the clone")
         pytest.skip("../shared/data is absent (set HEADWISE_DATA)")
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory):
+    """``(wheel, python)``: the built wheel installed in a fresh venv outside the repository (tests/wheel_venv.py)."""
+    from wheel_venv import build_wheel_venv
+
+    return build_wheel_venv(tmp_path_factory.mktemp("wheel_venv"))

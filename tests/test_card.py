@@ -22,6 +22,7 @@ def test_the_card_replaces_peft_template_and_says_what_the_adapter_is(tmp_path):
     assert "**Trainable parameters:** 32" in card  # 2 heads x head_dim 8 x (offset + scale)
     assert f"headwise {headwise.__version__}" in card
     assert 'headwise.load_adapter_model("<this repo or folder>")' in card
+    assert "`pip install headwise`" in card and "http" not in card  # no link to a page nobody checked exists
 
 
 def test_buffers_are_not_counted_as_trainable_parameters(tmp_path):

@@ -1,6 +1,8 @@
-"""``import headwise`` is quiet and cheap: no bitsandbytes, no matplotlib, no warnings, little time of its own."""
+"""``import headwise`` is quiet and cheap: no bitsandbytes, no matplotlib, no warnings, little time of its own;
+and so is a method used through plain PEFT: wrap, train, save, reload."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,6 +43,60 @@ def test_import_loads_neither_bitsandbytes_nor_matplotlib_and_says_nothing():
 def test_import_time_of_headwise_beyond_torch_and_transformers_is_small():
     _, probe = run_probe(PROBE)
     assert probe["seconds"] < 15, f"import headwise took {probe['seconds']:.1f} s on top of torch + transformers"
+
+
+# The bundled model (it records its Hub id) through PEFT's own calls, trained by a plain Trainer and by headwise's
+# helper, saved and loaded back. With "record" every warning is recorded ("always": none hides behind an earlier
+# one); otherwise the interpreter's own filters apply (the test adds -W error::FutureWarning).
+PLAIN_PEFT_PROBE = r"""
+import json, sys, tempfile, warnings
+import torch, transformers, peft, headwise, lofit  # what every user imports anyway
+from transformers import Trainer, TrainingArguments
+from headwise.experiments.bundled import bundled_model_path
+from headwise.experiments.data import PaddingCollator, training_set
+from headwise.experiments.training import train
+from headwise.progress import disable_progress_bars
+bundled_model_path()  # converted once (its bars are then allowed): the loads below come from the cache
+print("--- converted", file=sys.stderr, flush=True)
+with warnings.catch_warnings(record=sys.argv[1] == "record") as caught:
+    if caught is not None:
+        warnings.simplefilter("always")
+    model, tokenizer = headwise.load_bundled_model()
+    rows = training_set(tokenizer, [{"input": w, "output": w.upper()} for w in ("cat", "dog")])
+    model = peft.get_peft_model(model, lofit.LofitConfig(heads=[(10, 3), (12, 0)]))
+    args = TrainingArguments(tempfile.mkdtemp(), learning_rate=1e-2, max_steps=1, per_device_train_batch_size=2,
+                             report_to=[], save_strategy="no", disable_tqdm=True,
+                             dataloader_pin_memory=torch.cuda.is_available())
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=PaddingCollator(tokenizer.pad_token_id)).train()
+    disable_progress_bars()  # the helper's bar is wanted progress, not noise
+    train(model, rows, 1e-2, max_steps=1, batch_size=2)
+    folder = tempfile.mkdtemp()
+    model.save_pretrained(folder)
+    peft.PeftModel.from_pretrained(model.unload(), folder)
+print(json.dumps([f"{w.category.__name__}: {w.message}" for w in caught or []]))
+"""
+
+
+def run_plain_peft_probe(mode, *python_flags, **env):
+    environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    result = subprocess.run([sys.executable, *python_flags, "-c", PLAIN_PEFT_PROBE, mode], capture_output=True, text=True,
+                            timeout=900, env={**environment, **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr.split("--- converted\n", 1)[-1]
+
+
+@pytest.mark.slow
+def test_plain_peft_wrap_train_save_reload_records_no_warning():
+    """Online (a Hub that does not answer: any lookup would warn): PEFT's deprecated ``is_gradient_checkpointing``
+    read is silenced, save asks the Hub nothing about embeddings, Trainer on CPU pins no memory."""
+    caught, _ = run_plain_peft_probe("record", HF_ENDPOINT="http://127.0.0.1:9")
+    assert caught == []
+
+
+@pytest.mark.slow
+def test_plain_peft_wrap_train_save_reload_is_quiet_offline_under_error_on_future_warnings():
+    _, stderr = run_plain_peft_probe("filters", "-W", "error::FutureWarning", HF_HUB_OFFLINE="1")
+    assert stderr == ""
 
 
 def test_bitsandbytes_is_imported_when_peft_needs_it():

@@ -1,7 +1,9 @@
 """save_pretrained / from_pretrained / AutoPeftModel / named adapters / push_to_hub (offline)."""
 
+import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,3 +166,75 @@ def test_peft_model_push_to_hub_uploads_the_adapter(offline_hub, monkeypatch):
     pushed = offline_hub.remote / "me/via-peft"
     loaded = PeftModel.from_pretrained(tiny_model("llama"), pushed)
     assert torch.equal(logits(loaded), logits(model))
+
+
+
+# -- PEFT's own entry points: quiet, and no Hub lookup on save (headwise._peft_defaults) ----------------------------
+@pytest.fixture
+def no_hub_lookups(monkeypatch):
+    """Any Hub lookup of PEFT's save (does the base model's vocabulary differ?) fails the test."""
+    import peft.utils.save_and_load as save_and_load
+
+    def lookup(repo_id, filename, **kwargs):
+        raise AssertionError(f"save_pretrained asked the Hub for {repo_id}/{filename}")
+
+    monkeypatch.setattr(save_and_load, "check_file_exists_on_hf_hub", lookup)
+
+
+def on_a_hub_model(arch="llama"):
+    """A tiny model named by a Hub id, as the bundled model is: PEFT's save would look that id up."""
+    base = tiny_model(arch)
+    base.config._name_or_path = "someone/a-hub-model"
+    return base
+
+
+def test_plain_peft_wrap_save_and_reload_record_no_warning_and_ask_the_hub_nothing(tmp_path, no_hub_lookups):
+    """``transformers``' is_gradient_checkpointing FutureWarning (read by PEFT's PeftModel.__init__) and the Hub
+    lookup of ``save_embedding_layers="auto"`` (two warnings offline) are gone for plain PEFT calls too."""
+    import peft
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = peft.get_peft_model(on_a_hub_model(), LofitConfig(heads=HEADS))
+        randomize_adapter(model)
+        model.save_pretrained(tmp_path)
+        expected = logits(model)
+        loaded = PeftModel.from_pretrained(model.unload(), tmp_path)
+        loaded.save_pretrained(tmp_path / "again")
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/a-hub-model"
+    assert torch.equal(logits(loaded), expected)
+
+
+def test_only_peft_own_call_is_silenced(recwarn):
+    """The user's own read of the deprecated property still warns; another PEFT method keeps PEFT's save defaults."""
+    import peft
+
+    model = peft.get_peft_model(tiny_model("llama"), LofitConfig(heads=HEADS))
+    warnings.simplefilter("always")
+    model.get_base_model().is_gradient_checkpointing
+    assert any("is_gradient_checkpointing" in str(w.message) for w in recwarn.list)
+    lora = peft.get_peft_model(tiny_model("llama"), peft.LoraConfig(target_modules=["q_proj"]))
+    assert "save_pretrained" not in vars(lora) and "save_pretrained" in vars(model)
+
+
+def test_an_explicit_save_embedding_layers_still_wins(tmp_path, no_hub_lookups):
+    import peft
+
+    model = peft.get_peft_model(on_a_hub_model(), LofitConfig(heads=HEADS))
+    model.save_pretrained(tmp_path, save_embedding_layers=True)
+    assert any("embed_tokens" in key for key in load_file(tmp_path / "adapter_model.safetensors"))
+
+
+def test_a_plain_peft_model_pickles_with_its_save_defaults(tmp_path, no_hub_lookups):
+    import peft
+
+    model = peft.get_peft_model(on_a_hub_model(), LofitConfig(heads=HEADS))
+    randomize_adapter(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copy = torch.load(buffer, weights_only=False)
+    assert torch.equal(logits(copy), logits(model))
+    copy.save_pretrained(tmp_path)  # still no Hub lookup
+    assert (tmp_path / "adapter_model.safetensors").is_file()

@@ -1,9 +1,14 @@
-"""headwise.experiments.plots.plot_head_scores: a PNG for any (L, H) score matrix, rows named or numbered."""
+"""headwise.experiments.plots.plot_head_scores: a PNG for any (L, H) score matrix, rows named or numbered; every
+picture of the methods goes through it, and without matplotlib (an optional extra) each says how to get it."""
+
+import sys
 
 import pytest
 import torch
 
-from headwise.experiments.plots import plot_head_scores
+import interventions as iv
+from headwise.experiments.plots import plot_head_scores, pyplot
+from lofit.select import HeadSelection
 from zerotuning.calibrate import HeadProfile
 
 
@@ -26,3 +31,22 @@ def test_named_rows_must_match_the_matrix(tmp_path):
 def test_head_profile_plots_by_index_and_by_head(tmp_path, shape):
     profile = HeadProfile(scores=torch.randn(shape), baseline=0.5, gamma=2.0)
     assert _is_png(profile.plot(tmp_path / "profile.png"))
+
+
+PICTURES = {
+    "plot_head_scores": lambda path: plot_head_scores(torch.randn(3, 4), path),
+    "lofit HeadSelection.plot": lambda path: HeadSelection(heads=[(0, 1)], scores=torch.rand(3, 4)).plot(path),
+    "zerotuning HeadProfile.plot": lambda path: HeadProfile(scores=torch.randn(4), baseline=0.5, gamma=2.0).plot(path),
+    "interventions.plot_attribution": lambda path: iv.plot_attribution(torch.randn(2, 3, 4), path),
+}
+
+
+@pytest.mark.parametrize("picture", list(PICTURES))
+def test_without_matplotlib_every_picture_names_the_extra_to_install(tmp_path, monkeypatch, picture):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ModuleNotFoundError, match=r'needs? matplotlib.*pip install "headwise\[plot\]"') as error:
+        PICTURES[picture](tmp_path / "picture.png")
+    assert error.value.name == "matplotlib" and not (tmp_path / "picture.png").exists()
+    with pytest.raises(ImportError, match="headwise"):  # ModuleNotFoundError is an ImportError: either catch works
+        pyplot()

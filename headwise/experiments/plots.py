@@ -5,7 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["plot_head_scores"]
+__all__ = ["PLOT_EXTRA", "plot_head_scores", "pyplot"]
+
+PLOT_EXTRA = 'pip install "headwise[plot]"'
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend. Every headwise picture imports matplotlib here: it
+    is an optional extra, so without it this raises a ``ModuleNotFoundError`` that names the fix."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"headwise's pictures need matplotlib, an optional extra ({error}): {PLOT_EXTRA}", name="matplotlib",
+        ) from None
+    return plt
 
 
 def plot_head_scores(
@@ -14,11 +31,9 @@ def plot_head_scores(
 ) -> Path:
     """Save an (L, H) matrix as a heatmap PNG (layers on the y axis); ``selected`` heads get a box.
     ``rows`` names the rows instead of layer numbers (e.g. ["all layers"] for a per-head-index score);
-    ``diverging`` centres a red-blue colour scale on zero (for signed scores such as attributions)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``diverging`` centres a red-blue colour scale on zero (for signed scores such as attributions).
+    Needs matplotlib (``pip install "headwise[plot]"``); without it, a ``ModuleNotFoundError`` saying so."""
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     data = scores.detach().float().cpu().numpy() if hasattr(scores, "detach") else scores
