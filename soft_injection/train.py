@@ -27,7 +27,7 @@ from headwise.transaction import check_count, check_positive, unchanged_on_error
 from .adapter import SoftInjectionLayer, SoftInjectionModel
 from .config import SoftInjectionConfig
 from .embedding import extract_task_embedding
-from headwise.progress import progress, progress_bar
+from headwise.progress import progress_bar
 
 __all__ = ["FitHistory", "fit", "inject", "set_task_embedding", "alpha_matrix", "first_token_loss", "answer_loss", "LOSSES"]
 
