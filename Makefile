@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench report clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,13 @@ demo: setup
 	$(PY) examples/lofit_demo.py
 
 # Every benchmark in one run: cost against the bare model and PEFT (overhead, training step, scaling) and quick
-# modes of the accuracy benchmarks; JSON in benchmarks/out/, a dated section appended to benchmarks/RESULTS.md.
+# modes of the accuracy benchmarks; JSON in benchmarks/out/, a dated section appended to benchmarks/HISTORY.md.
 bench: setup
 	cd benchmarks && ../$(PY) bench.py
+
+# benchmarks/RESULTS.md from the committed runs in benchmarks/results/*.json (each written by its benchmark's --json).
+report: setup
+	cd benchmarks && ../$(PY) report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

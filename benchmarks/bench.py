@@ -4,7 +4,8 @@
 
 Each benchmark runs in its own process (no state or memory carried from one to the next) and writes
 ``<out>/<name>.json``; this script adds ``<out>/bench.json`` (date, machine, library versions, every
-command, its wall time and its figures) and appends a dated section to RESULTS.md with the same.
+command, its wall time and its figures) and appends a dated section to HISTORY.md (the log) with the same;
+RESULTS.md is built from the committed runs in results/ by report.py.
 ``--quick`` also runs the cost benchmarks in their smoke modes (a check that everything runs).
 """
 
@@ -12,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import HISTORY, machine, versions
 
 HERE = Path(__file__).resolve().parent
 
 # name, title, script, arguments: fewer rounds than the scripts' defaults and the accuracy benchmarks in their
-# quick modes, so that the whole run takes about 17 minutes on 2 cores (and make bench, set-up included, < 25)
+# quick modes, so that the whole run takes about 30 minutes on 2 cores (mixed_batches about 10 of them)
 STEPS = [
     ("overhead", "Inference overhead vs the bare model", "overhead.py", ["--repeats", "5"]),
     ("train_cost", "Training step cost vs PEFT LoRA", "train_cost.py", ["--repeats", "3"]),
@@ -32,19 +31,9 @@ STEPS = [
     ("lofit_vs_peft", "LoFiT vs PEFT, quick mode", "lofit_vs_peft.py", ["--quick"]),
     ("soft_injection_vs_icl", "Soft injection vs ICL, quick mode", "soft_injection_vs_icl.py", ["--quick"]),
     ("zerotuning_classification", "ZeroTuning on classification, quick mode", "zerotuning_classification.py", ["--quick"]),
+    ("mixed_batches", "Mixed adapter batches, quick mode with 1,000 adapters", "mixed_batches.py", ["--quick", "--adapters", "1000"]),
 ]
 COST_STEPS = {"overhead", "train_cost", "scaling"}
-LIBRARIES = ["headwise", "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub"]
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def report(stdout: str) -> str:
@@ -100,7 +89,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the cost benchmarks in their smoke modes too")
     parser.add_argument("--only", nargs="+", choices=[name for name, *_ in STEPS], help="run these benchmarks only")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="where the JSON files go")
-    parser.add_argument("--no-results", dest="results", action="store_false", help="do not append to RESULTS.md")
+    parser.add_argument("--no-results", dest="results", action="store_false", help="do not append to HISTORY.md")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -117,10 +106,10 @@ def main() -> None:
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
     (out / "bench.json").write_text(json.dumps({**facts, "command": command, "runs": runs}, indent=1))
     if args.results:
-        with RESULTS.open("a") as handle:
+        with HISTORY.open("a") as handle:
             handle.write(results_section(stamp, runs, titles, facts, command.strip()))
     print(f"\nmake bench: {len(runs)} benchmarks in {facts['seconds'] / 60:.1f} min; {out / 'bench.json'}"
-          + ("; RESULTS.md section appended" if args.results else ""))
+          + ("; HISTORY.md section appended" if args.results else ""))
     failed = [name for name, run in runs.items() if run["returncode"] != 0]
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -1,21 +1,22 @@
-"""Circuit reuse (Merullo, Eickhoff, Pavlick, ICLR 2024) with headwise on SmolLM2-135M-Instruct: the Colored
-Objects task, candidate heads by activation patching, a repair by overriding <= 4 heads' attention onto the
-distractor colours, and the key-blocking control (chosen heads vs random heads blocked from the question).
+"""Circuit reuse (Merullo, Eickhoff, Pavlick, ICLR 2024) with headwise on SmolLM2-135M-Instruct (any decoder with
+--model): the Colored Objects task, candidate heads by activation patching, a repair by overriding <= 4 heads'
+attention onto the distractor colours, and the key-blocking control (chosen heads vs random heads blocked from the
+question).
 
-    .venv/bin/python benchmarks/circuit_reuse.py [--seeds 0 1 2] [--items 240]
+    .venv/bin/python benchmarks/circuit_reuse.py [--seeds 0 1 2] [--items 240] [--json out.json]
+                                                 [--model ... --device ... --dtype ... --attn-implementation ... --batch-size 24]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 from pathlib import Path
 
 import torch
 
-from common import PLOTS, machine, markdown_table, mean_spread, seed_note
+from common import PLOTS, add_model_arguments, load_model, markdown_table, mean_spread, model_note, publish, seed_note
 
 import headwise
 import interventions as iv
@@ -37,6 +38,11 @@ def colour_ids(tokenizer) -> dict[str, int]:
     return {c: tokenizer(" " + c, add_special_tokens=False).input_ids[0] for c in COLOURS}
 
 
+def on_device(encoding, device) -> dict[str, torch.Tensor]:
+    """The model's inputs of ``encoding`` on ``device`` (the offsets stay where the position tools read them)."""
+    return {"input_ids": encoding["input_ids"].to(device), "attention_mask": encoding["attention_mask"].to(device)}
+
+
 def accuracy(logits: torch.Tensor, items: list[Item]) -> float:
     return float((logits.argmax(-1) == torch.tensor([item.answer for item in items])).float().mean())
 
@@ -48,22 +54,25 @@ class LastTokenRuns:
 
     def __init__(self, model, tokenizer, items: list[Item], ids: dict[str, int], batch_size: int = 24) -> None:
         self.model, self.items = model, items
+        self.device = next(model.parameters()).device
         self.chunks = []
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             encoding = encode(tokenizer, [item.text for item in chunk])
+            inputs = on_device(encoding, self.device)
             with torch.no_grad():
-                prefix = model(input_ids=encoding["input_ids"][:, :-1], attention_mask=encoding["attention_mask"][:, :-1], use_cache=True)
+                prefix = model(input_ids=inputs["input_ids"][:, :-1], attention_mask=inputs["attention_mask"][:, :-1], use_cache=True)
             options = torch.tensor([[ids[c] for c in item.colours] for item in chunk])
             self.chunks.append((chunk, encoding, prefix.cache, options))
 
     @torch.no_grad()
     def last_logits(self, chunk_index: int, context=None) -> torch.Tensor:
         chunk, encoding, cache, _ = self.chunks[chunk_index]
+        inputs = on_device(encoding, self.device)
         with context(chunk, encoding) if context is not None else contextlib.nullcontext():
-            out = self.model(input_ids=encoding["input_ids"][:, -1:], attention_mask=encoding["attention_mask"], cache=cache, use_cache=True)
+            out = self.model(input_ids=inputs["input_ids"][:, -1:], attention_mask=inputs["attention_mask"], cache=cache, use_cache=True)
         cache.crop(-1)  # drop the step just added
-        return out.logits[:, -1].float()
+        return out.logits[:, -1].float().cpu()
 
     def accuracy(self, context=None) -> float:
         """Accuracy over the three listed colours with ``context(batch_items, encoding)`` active."""
@@ -109,8 +118,8 @@ def patching_effects(model, tokenizer, items: list[Item], ids) -> torch.Tensor:
         return (logits[rows, answer] - logits[rows, other]).mean()
 
     clean = difference(runs.last_logits(0))
-    source = iv.cache_heads(model, corrupted["input_ids"], corrupted["attention_mask"])
-    corrupt = difference(source.logits[:, -1])
+    source = iv.cache_heads(model, **on_device(corrupted, runs.device))
+    corrupt = difference(source.logits[:, -1].float().cpu())
     sites = headwise.find_head_sites(model)
     effects = torch.zeros(len(sites), sites[0].num_heads)
     for layer in range(len(sites)):
@@ -128,9 +137,11 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=12)
     parser.add_argument("--max-heads", type=int, default=4)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path, default=PLOTS, help="where the plot goes (default benchmarks/plots)")
+    add_model_arguments(parser, batch_size=24)
     args = parser.parse_args()
     disable_progress_bars()
-    model, tokenizer = headwise.load_bundled_model()
+    model, tokenizer = load_model(args)
     ids = colour_ids(tokenizer)
     sites = headwise.find_head_sites(model)
     every_head = [(layer, head) for layer in range(len(sites)) for head in range(sites[0].num_heads)]
@@ -147,7 +158,8 @@ def main() -> None:
         effects = patching_effects(model, tokenizer, select[: args.patch_items], ids)
         effect_maps.append(effects)
         candidates = [every_head[i] for i in effects.flatten().abs().argsort(descending=True)[: args.candidates].tolist()]
-        select_runs, test_runs = LastTokenRuns(model, tokenizer, select, ids), LastTokenRuns(model, tokenizer, test, ids)
+        select_runs = LastTokenRuns(model, tokenizer, select, ids, args.batch_size)
+        test_runs = LastTokenRuns(model, tokenizer, test, ids, args.batch_size)
         base_select = select_runs.accuracy()
         gains = {head: select_runs.accuracy(override(model, [head])) - base_select for head in candidates}
         heads: list = []
@@ -169,20 +181,22 @@ def main() -> None:
         chosen[seed] = {"override": heads, "top_patching": top_patching, "random": random_heads}
         print(f"seed {seed}: top patching heads {top_patching}; override heads {heads}; random {random_heads}", flush=True)
 
-    print(f"\n# Circuit reuse: Colored Objects on SmolLM2-135M-Instruct ({machine()})\n")
-    print(seed_note(args.seeds) + f" {args.items} one-shot items per seed (3 objects, 8 colours, 17 objects); a third choose the "
-          f"heads (activation patching from prompts asking about another object, {args.patch_items} items; then up to "
-          f"{args.max_heads} of the top {args.candidates} added greedily while the override helps), the rest test. Accuracy is "
-          "the argmax over the three listed colours (chance 1/3).\n")
-    print(markdown_table(["setting", "accuracy", "paper (GPT2-Medium)"], [
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot = args.out / "circuit_reuse_patching.png"
+    iv.plot_attribution(torch.stack(effect_maps), plot, title="activation patching effect (mean over seeds)", top=args.max_heads)
+    settings = (f"{model_note(args)}. " + seed_note(args.seeds) + f" {args.items} one-shot items per seed (3 objects, 8 "
+                f"colours, 17 objects); a third choose the heads (activation patching from prompts asking about another "
+                f"object, {args.patch_items} items; then up to {args.max_heads} of the top {args.candidates} added greedily "
+                "while the override helps), the rest test. Accuracy is the argmax over the three listed colours (chance 1/3). "
+                f"Plot: `{plot.name}`.")
+    rows = markdown_table(["setting", "accuracy", "paper (GPT2-Medium)"], [
         [name, mean_spread(values, 3), {"bare model": "49.6%", "override chosen heads onto the distractors": "93.7%",
                                         "block top patching heads from the question": "~35%",
                                         "block random heads from the question": "49.9%"}.get(name, "-")]
         for name, values in table.items()
-    ]))
-    iv.plot_attribution(torch.stack(effect_maps), PLOTS / "circuit_reuse_patching.png", title="activation patching effect (mean over seeds)", top=args.max_heads)
-    if args.json:
-        args.json.write_text(json.dumps({"accuracy": table, "heads": {str(k): v for k, v in chosen.items()}}, indent=1))
+    ])
+    publish("Circuit reuse: Colored Objects", settings, rows, args, accuracy=table,
+            heads={str(k): v for k, v in chosen.items()})
 
 
 if __name__ == "__main__":

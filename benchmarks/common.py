@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -15,11 +16,14 @@ REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if REFERENCE_DATA.is_dir():
     os.environ.setdefault("HEADWISE_DATA", str(REFERENCE_DATA))
 
-def apply_quick(args, quick: dict):
-    """With ``--quick``: the benchmark's small settings (named in its --help), so a run takes minutes."""
+def apply_quick(args, quick: dict, argv=None):
+    """With ``--quick``: the benchmark's small settings (named in its --help), so a run takes minutes; a flag
+    given on the command line keeps its value (``--quick --adapters 1000``)."""
     if getattr(args, "quick", False):
+        given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
         for name, value in quick.items():
-            setattr(args, name, value)
+            if f"--{name.replace('_', '-')}" not in given:
+                setattr(args, name, value)
     return args
 
 
@@ -29,30 +33,55 @@ def quick_help(quick: dict) -> str:
 
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HISTORY = Path(__file__).resolve().parent / "HISTORY.md"
+RESULTS_JSON = Path(__file__).resolve().parent / "results"  # the committed runs RESULTS.md is built from
 
 
-def publish(title: str, settings: str, table: str, args, footer: str = "", **figures) -> None:
-    """Print a benchmark's report (``# title``, its settings, the table); with ``--json`` write ``figures``;
-    with ``--append`` add it to RESULTS.md as a dated section with the command and the machine."""
-    import sys
+def publish(title: str, settings: str, table: str, args, footer: str = "", headline: list[dict] | None = None,
+            **figures) -> None:
+    """Print a benchmark's report (``# title``, its settings, the table); with ``--json`` write it whole (command,
+    date, machine, versions, the text, ``headline`` rows and ``figures``: what ``report.py`` builds RESULTS.md
+    from); with ``--append`` add it to HISTORY.md, the dated log."""
     import time
 
     body = f"{settings}\n\n{table}" + (f"\n\n{footer}" if footer else "")
     print(f"\n# {title} ({machine()})\n\n{body}")
     if getattr(args, "json", None):
-        write_json(args.json, **figures)
+        write_json(args.json, title=title, settings=settings, body=body, headline=headline or [], **figures)
     if getattr(args, "append", False):
-        with RESULTS.open("a") as handle:
-            handle.write(f"\n## {title} ({time.strftime('%Y-%m-%d')})\n\nCommand: `python {' '.join(sys.argv)}`  \n"
+        with HISTORY.open("a") as handle:
+            handle.write(f"\n## {title} ({time.strftime('%Y-%m-%d')})\n\nCommand: `{command_line()}`  \n"
                          f"Machine: {machine()}  \n{body}\n")
 
 
-def write_json(path: Path, **payload) -> None:
-    """The figures of a run as JSON, with the command and the machine, for tools to read."""
-    import json
-    import sys
+def command_line() -> str:
+    """The command that is running, as RESULTS shows it (the script relative to the checkout)."""
+    script = Path(sys.argv[0]).resolve()
+    root = Path(__file__).resolve().parent.parent
+    shown = script.relative_to(root) if script.is_relative_to(root) else script
+    return " ".join(["python", str(shown), *sys.argv[1:]])
 
-    payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), **payload}
+
+def versions() -> dict[str, str]:
+    """Python's and the main libraries' versions."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for name in ("headwise", "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def write_json(path: Path, **payload) -> None:
+    """A run as JSON, with the command, the date, the machine and the versions, for report.py and other tools."""
+    import json
+    import time
+
+    payload = {"command": command_line(), "date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": versions(),
+               **payload}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1, default=str))
 
@@ -132,3 +161,68 @@ def bootstrap_median(values, draws: int = 2000, seed: int = 0) -> tuple[float, f
     rng = random.Random(seed)
     medians = sorted(median(rng.choices(values, k=len(values))) for _ in range(draws))
     return medians[int(0.025 * draws)], medians[int(0.975 * draws)]
+
+
+# -- any model: the same flags on every benchmark ------------------------------------------------------
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_model_arguments(parser, batch_size: int = 8, attn_implementation: str = "sdpa") -> None:
+    """``--model --device --dtype --attn-implementation --batch-size``: run a benchmark on any decoder, not only
+    the bundled SmolLM2-135M-Instruct (a bundled name, a Hub id or a local folder)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, Hub id or local folder of the base model")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, mps ...")
+    group.add_argument("--dtype", default="float32", choices=DTYPES, help="the base model's dtype")
+    group.add_argument("--attn-implementation", default=attn_implementation, choices=["eager", "sdpa", "flash_attention_2"])
+    group.add_argument("--batch-size", type=int, default=batch_size, help="rows per evaluation (and training) batch")
+
+
+def load_model(args, **overrides):
+    """``(model, tokenizer)`` as the model flags say, on ``--device`` in eval mode; ``overrides`` replace flags
+    (``attn_implementation="eager"``)."""
+    import headwise
+
+    options = {"dtype": getattr(torch, args.dtype), "attn_implementation": args.attn_implementation, **overrides}
+    model, tokenizer = headwise.load_base_model(args.model, **options)
+    return model.to(args.device).eval(), tokenizer
+
+
+def model_note(args, **overrides) -> str:
+    """The settings line's model part: ``model, dtype, attention, device``."""
+    attention = overrides.get("attn_implementation", args.attn_implementation)
+    return f"{args.model}, {args.dtype}, {attention}, {args.device}"
+
+
+# -- paired differences -----------------------------------------------------------------------------
+def paired_bootstrap(method: Sequence[Sequence[float]], baseline: Sequence[Sequence[float]], draws: int = 2000,
+                     seed: int = 0) -> dict:
+    """Mean of ``method`` − ``baseline`` over groups (a task at a seed) of paired per-item scores, each group
+    weighted equally, with a 95% interval from resampling the items within every group (the same items for both)."""
+    import numpy as np
+
+    if len(method) != len(baseline) or any(len(a) != len(b) for a, b in zip(method, baseline)):
+        raise ValueError("paired_bootstrap needs the same items for the method and the baseline in every group")
+    rng = np.random.default_rng(seed)
+    differences = [np.asarray(a, float) - np.asarray(b, float) for a, b in zip(method, baseline)]
+    means = np.zeros(draws)
+    for group in differences:
+        picks = rng.integers(0, len(group), size=(draws, len(group)))
+        means += group[picks].mean(1)
+    means /= len(differences)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"difference": float(np.mean([g.mean() for g in differences])), "ci95": [float(low), float(high)],
+            "method_score": float(np.mean([np.mean(a) for a in method])),
+            "baseline_score": float(np.mean([np.mean(b) for b in baseline])),
+            "groups": len(differences), "items": int(sum(len(g) for g in differences))}
+
+
+def headline_row(benchmark: str, method: str, baseline: str, metric: str, figure: dict, scope: str) -> dict:
+    """One row of RESULTS.md's headline table: a method against its baseline, from ``paired_bootstrap``."""
+    return {"benchmark": benchmark, "method": method, "baseline": baseline, "metric": metric, "scope": scope, **figure}
+
+
+def interval(figure: dict, digits: int = 3, scale: float = 1.0) -> str:
+    """``+0.123 [0.050, 0.190]``: a paired difference and its 95% interval."""
+    low, high = (scale * v for v in figure["ci95"])
+    return f"{scale * figure['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"

@@ -1,21 +1,23 @@
-"""Factual recall (Lv et al. 2024) with headwise on SmolLM2-135M-Instruct: find the late-layer heads whose
+"""Factual recall (Lv et al. 2024) with headwise on SmolLM2-135M-Instruct (any decoder with --model): find the late-layer heads whose
 direct logit attribution on the correct answer is negative, scale them down (a fixed scale, and a trained
 head gate), and measure p(correct), accuracy and calibration (ECE) on held-out items, on country -> capital
 and on a second factual task with the same heads (park -> country), against as many random late heads.
 
-    .venv/bin/python benchmarks/factual_recall.py [--seeds 0 1 2] [--heads 4] [--last-layers 6]
+    .venv/bin/python benchmarks/factual_recall.py [--seeds 0 1 2] [--heads 4] [--last-layers 6] [--json out.json]
+                                                  [--model ... --device ... --dtype ... --attn-implementation ... --batch-size 32]
+
+--batch-size: rows per scoring batch; the attribution and the gate's training batches take half as many.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
 import torch
 
-from common import PLOTS, machine, markdown_table, mean_spread, seed_note
+from common import PLOTS, add_model_arguments, load_model, markdown_table, mean_spread, model_note, publish, seed_note
 
 import headwise
 import interventions as iv
@@ -37,10 +39,10 @@ def items(tokenizer, task: str, rows: list[dict]) -> tuple[list[str], torch.Tens
 
 @torch.no_grad()
 def next_token_logprobs(model, tokenizer, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
-    out = []
+    out, device = [], next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
-        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size])
-        out.append(model(**batch).logits[:, -1].float().log_softmax(-1))
+        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
+        out.append(model(**batch).logits[:, -1].float().log_softmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -59,25 +61,25 @@ def metrics(logprobs: torch.Tensor, answers: torch.Tensor, bins: int = 10) -> di
 
 def attribution(model, tokenizer, prompts, answers, batch_size: int = 16) -> torch.Tensor:
     """(L, H) mean direct logit attribution onto each item's answer at the last prompt token."""
-    total = None
+    total, device = None, next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
-        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size])
+        batch = left_padded_batch(tokenizer, prompts[start:start + batch_size], device)
         dla = iv.direct_logit_attribution(model, batch["input_ids"], answers[start:start + batch_size], attention_mask=batch["attention_mask"])
         total = dla.sum(0) if total is None else total + dla.sum(0)
     return total / len(prompts)
 
 
-def train_gate(model, tokenizer, heads, prompts, answers, steps: int, seed: int):
+def train_gate(model, tokenizer, heads, prompts, answers, steps: int, seed: int, batch_size: int = 16):
     """A trainable head gate on ``heads`` fitted by cross-entropy on the first answer token."""
     torch.manual_seed(seed)
     gated = headwise.wrap(model, iv.HeadGateConfig(heads=heads, scale=1.0, trainable=True))
     optimizer = torch.optim.Adam([p for p in gated.parameters() if p.requires_grad], lr=0.05)
-    order = random.Random(seed)
+    order, device = random.Random(seed), next(model.parameters()).device
     for _ in range(steps):
-        chosen = order.sample(range(len(prompts)), min(16, len(prompts)))
-        batch = left_padded_batch(tokenizer, [prompts[i] for i in chosen])
+        chosen = order.sample(range(len(prompts)), min(batch_size, len(prompts)))
+        batch = left_padded_batch(tokenizer, [prompts[i] for i in chosen], device)
         logits = gated(**batch).logits[:, -1].float()
-        loss = torch.nn.functional.cross_entropy(logits, answers[chosen])
+        loss = torch.nn.functional.cross_entropy(logits, answers[chosen].to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -91,13 +93,17 @@ def main() -> None:
     parser.add_argument("--last-layers", type=int, default=6, help="look for them in this many final layers")
     parser.add_argument("--gate-steps", type=int, default=60)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path, default=PLOTS, help="where the plot goes (default benchmarks/plots)")
+    add_model_arguments(parser, batch_size=32)
     args = parser.parse_args()
     disable_progress_bars()
+    half = max(1, args.batch_size // 2)  # the attribution and gate-training batches (16 by default)
 
-    model, tokenizer = headwise.load_bundled_model()
+    model, tokenizer = load_model(args)
     num_layers = len(headwise.find_head_sites(model))
     num_heads = headwise.find_head_sites(model)[0].num_heads
-    late = [(layer, head) for layer in range(num_layers - args.last_layers, num_layers) for head in range(num_heads)]
+    last_layers = min(args.last_layers, num_layers)
+    late = [(layer, head) for layer in range(num_layers - last_layers, num_layers) for head in range(num_heads)]
     results: dict[str, dict[str, list]] = {}
     chosen_heads = {}
     dla_maps = []
@@ -110,7 +116,7 @@ def main() -> None:
     for seed in args.seeds:
         splits = {task: load_word_pairs(task, valid=0, test=0.4, seed=seed) for task in TASKS}
         train_prompts, train_answers = items(tokenizer, "country-capital", splits["country-capital"].train)
-        dla = attribution(model, tokenizer, train_prompts, train_answers)
+        dla = attribution(model, tokenizer, train_prompts, train_answers, half)
         dla_maps.append(dla)
         ranked = sorted(late, key=lambda pair: float(dla[pair]))
         heads = [pair for pair in ranked[: args.heads] if dla[pair] < 0]
@@ -120,39 +126,40 @@ def main() -> None:
 
         def score(scale, on):
             with iv.patch(model, {pair: scale for pair in on}):
-                return metrics(next_token_logprobs(model, tokenizer, train_prompts), train_answers)["p_correct"]
+                return metrics(next_token_logprobs(model, tokenizer, train_prompts, args.batch_size), train_answers)["p_correct"]
 
         best_scale = max(SCALES, key=lambda s: score(s, heads))
         fixed_scales.append(best_scale)
-        gated = train_gate(model, tokenizer, heads, train_prompts, train_answers, args.gate_steps, seed)
+        gated = train_gate(model, tokenizer, heads, train_prompts, train_answers, args.gate_steps, seed, half)
         gate = iv.gate_scales(gated)
         gated.unload()
         for task in TASKS:
             prompts, answers = items(tokenizer, task, splits[task].test)
-            record(task, "bare model", metrics(next_token_logprobs(model, tokenizer, prompts), answers))
+            logprobs = lambda: next_token_logprobs(model, tokenizer, prompts, args.batch_size)  # noqa: E731
+            record(task, "bare model", metrics(logprobs(), answers))
             for name, on in (("negative heads", heads), ("random late heads", random_heads)):
                 with iv.patch(model, {pair: best_scale for pair in on}):
-                    record(task, f"{name}, fixed scale", metrics(next_token_logprobs(model, tokenizer, prompts), answers))
+                    record(task, f"{name}, fixed scale", metrics(logprobs(), answers))
             with iv.patch(model, {pair: float(gate[pair]) for pair in heads}):
-                record(task, "negative heads, trained gate", metrics(next_token_logprobs(model, tokenizer, prompts), answers))
+                record(task, "negative heads, trained gate", metrics(logprobs(), answers))
         print(f"seed {seed}: heads {heads} (DLA {[round(float(dla[p]), 3) for p in heads]}), fixed scale {best_scale}, "
               f"gate {[round(float(gate[p]), 2) for p in heads]}", flush=True)
 
-    print(f"\n# Factual recall: scaling down negative late heads ({machine()})\n")
-    print(seed_note(args.seeds) + f" Heads: the {args.heads} most negative mean DLA on the capital in the last {args.last_layers} "
-          "layers, found on the training countries; the fixed scale is the one of {0, 0.25, 0.5, 0.75} with the best training "
-          "p(correct) (per seed: " + ", ".join(f"{s}" for s in fixed_scales) + "; random heads get the same); scores on the 40% "
-          "held-out items.\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot = args.out / "factual_recall_dla.png"
+    iv.plot_attribution(torch.stack(dla_maps), plot, title="DLA on the capital (mean over seeds)", top=args.heads)
+    settings = (f"{model_note(args)}. " + seed_note(args.seeds) + f" Heads: the {args.heads} most negative mean DLA on the "
+                f"capital in the last {last_layers} layers, found on the training countries; the fixed scale is the one of "
+                "{0, 0.25, 0.5, 0.75} with the best training p(correct) (per seed: " + ", ".join(f"{s}" for s in fixed_scales)
+                + f"; random heads get the same); scores on the 40% held-out items. Plot: `{plot.name}`.")
+    tables = []
     for task in TASKS:
         rows = []
         for setting, values in results[task].items():
             rows.append([setting, mean_spread(values["p_correct"], 3), mean_spread(values["accuracy"], 3), mean_spread(values["ece"], 3)])
-        print(f"## {task}\n")
-        print(markdown_table(["setting", "p(correct)", "accuracy", "ECE"], rows))
-        print()
-    iv.plot_attribution(torch.stack(dla_maps), PLOTS / "factual_recall_dla.png", title="DLA on the capital (mean over seeds)", top=args.heads)
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "heads": {str(k): v for k, v in chosen_heads.items()}}, indent=1))
+        tables.append(f"## {task}\n\n" + markdown_table(["setting", "p(correct)", "accuracy", "ECE"], rows))
+    publish("Factual recall: scaling down negative late heads", settings, "\n\n".join(tables), args, results=results,
+            heads={str(k): v for k, v in chosen_heads.items()})
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""Soft injection vs 0-shot and 10-shot ICL on SmolLM2-135M-Instruct over Function Vectors tasks.
+"""Soft injection vs 0-shot and 10-shot ICL over the 16 Function Vectors tasks, every choice on validation.
 
-    python benchmarks/soft_injection_vs_icl.py [--tasks ...] [--seeds 0 1 2] [--steps 150] [--n-test 60]
-                                               [--losses answer first_token] [--append]
+    python benchmarks/soft_injection_vs_icl.py [--tasks ...] [--seeds 0 1 2] [--steps 150] [--lrs 0.067 0.2 0.6]
+                                               [--n-valid 50] [--n-test 60] [--losses answer first_token]
+                                               [--model ...] [--device ...] [--json out.json] [--append]
 
-Per task and seed: a seeded split; the task embedding from 50 ten-shot prompts of the training split;
-theta fitted on zero-shot training prompts (Adam lr 0.2) with each loss (``answer``: the whole answer
-and its newline, the library default; ``first_token``: the paper's), from the same embedding,
-validated every 50 steps on held-out items with the best theta kept; accuracy on test items by first
-token and greedy exact match. Tables give mean [min–max] over seeds. Cost: the one-off extraction +
-fit time, and per-query latency (one forward pass, interleaved, median) as ratios to 10-shot ICL,
-measured in the same run.
+Per task and seed (benchmarks/splits.py): a seeded train / validation / test split, recorded in the JSON. The
+task embedding comes from ten-shot prompts of the training split; theta is fitted on zero-shot training prompts
+(Adam, batch 8) with each loss (``answer``: the whole answer and its newline, the library default;
+``first_token``: the paper's) at every learning rate of ``--lrs``, validated every ``--eval-every`` steps; the
+learning rate and step with the lowest validation loss are kept (test items are never looked at to choose).
+10-shot ICL draws its demonstrations afresh for every query from the training split. Accuracy on test items by
+first token and greedy exact match; differences to ICL and 0-shot are paired (same items) with a 95% bootstrap
+interval over tasks and seeds. Cost: the one-off extraction + fit time, and per-query latency (one forward pass,
+interleaved, median) as ratios to 10-shot ICL, in the same run.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import headwise  # noqa: E402
-from common import PLOTS, apply_quick, markdown_table, mean_spread, publish, quick_help, seed_note  # noqa: E402
-from headwise.experiments.data import few_shot_prompt, left_padded_batch, load_word_pairs  # noqa: E402
-from headwise.experiments.evaluate import first_token_accuracy, greedy_exact_match  # noqa: E402
+from common import (PLOTS, add_model_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
+                    mean_spread, model_note, paired_bootstrap, publish, quick_help, seed_note)
+from headwise.experiments.data import few_shot_prompt, left_padded_batch  # noqa: E402
+from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
 from soft_injection import SoftInjectionConfig, alpha_matrix, extract_task_embedding, fit  # noqa: E402
+from splits import demonstrations, manifest, word_pair_splits  # noqa: E402
 
 QUICK = {"tasks": ["antonym"], "losses": ["answer"], "steps": 30, "eval_every": 15, "n_prompts": 12, "n_valid": 12,
-         "n_test": 20, "latency": False}
+         "n_test": 20, "lrs": [0.2], "latency": False}
 TASKS = [
     # abstractive
     "antonym", "country-capital", "english-french", "present-past", "capitalize", "next_item", "prev_item",
@@ -43,85 +47,126 @@ TASKS = [
 ]
 
 
-def accuracy(model, tokenizer, test, shots_for):
+def item_scores(model, tokenizer, test, shots_for, batch_size: int) -> tuple[list[float], list[float]]:
+    """Per test item: (first-token hit, greedy exact match) with the prompt ``shots_for(i)`` demonstrations give."""
     prompts = [few_shot_prompt(p["input"], shots_for(i)) for i, p in enumerate(test)]
     answers = [p["output"] for p in test]
-    return (
-        first_token_accuracy(model, tokenizer, prompts, answers, batch_size=8),
-        greedy_exact_match(model, tokenizer, prompts, answers, batch_size=8, max_new_tokens=6),
-    )
+    first = first_token_hits(model, tokenizer, prompts, answers, batch_size=batch_size)
+    texts = greedy_answers(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=6)
+    return [float(h) for h in first], [float(is_exact_match(t, a)) for t, a in zip(texts, answers)]
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
 
 
 @torch.no_grad()
 def interleaved_latency(model, tokenizer, zero_shot: list[str], ten_shot: list[str], repeats=5):
     """Median seconds of one single-query forward pass: soft injection (0-shot prompt) and 10-shot ICL (no adapter)."""
+    device = next(model.parameters()).device
     ours, icl = [], []
     for _ in range(repeats):
         for q0, q10 in zip(zero_shot, ten_shot):
             start = time.perf_counter()
-            model(**left_padded_batch(tokenizer, [q0]), logits_to_keep=1)
+            model(**left_padded_batch(tokenizer, [q0], device), logits_to_keep=1)
             ours.append(time.perf_counter() - start)
             with model.disable_adapter():
                 start = time.perf_counter()
-                model(**left_padded_batch(tokenizer, [q10]), logits_to_keep=1)
+                model(**left_padded_batch(tokenizer, [q10], device), logits_to_keep=1)
                 icl.append(time.perf_counter() - start)
     return statistics.median(ours), statistics.median(icl)
 
 
+def task_splits(name: str, seed: int, args):
+    """One task's train / validation / test items at ``seed`` (what tests/test_benchmark_splits.py checks)."""
+    return word_pair_splits(name, seed, None, args.n_valid, args.n_test)
+
+
 def run_task(name, args, model, tokenizer, log, seed):
-    task = load_word_pairs(name, valid=args.n_valid, test=args.n_test, seed=seed)
+    task = task_splits(name, seed, args)
     train = task.train
-    shots = lambda i: [train[(i * 10 + j) % len(train)] for j in range(10)]  # noqa: E731  fixed demos per item
-    result = dict(zero=accuracy(model, tokenizer, task.test, lambda i: []), icl=accuracy(model, tokenizer, task.test, shots))
+    shots = lambda i: demonstrations(train, 10, seed, i)  # noqa: E731  drawn afresh per query
+    result = {"splits": manifest(name, seed, train=train, valid=task.valid, test=task.test),
+              "zero": item_scores(model, tokenizer, task.test, lambda i: [], args.batch_size),
+              "icl": item_scores(model, tokenizer, task.test, shots, args.batch_size)}
     config = SoftInjectionConfig(n_prompts=args.n_prompts, n_shots=10)
     start = time.perf_counter()
     embedding = extract_task_embedding(model, tokenizer, train, config.n_prompts, config.n_shots, config.template, seed=seed)
     extraction = time.perf_counter() - start
     for loss in args.losses:
-        start = time.perf_counter()
-        injected, history = fit(
-            model, tokenizer, train, task.valid, embedding=embedding, config=config, steps=args.steps, lr=0.2,
-            batch_size=8, eval_every=args.eval_every, seed=seed, loss=loss,
-        )
+        start, best = time.perf_counter(), None
+        for lr in args.lrs:  # the learning rate is chosen by validation loss, like the step
+            injected, history = fit(
+                model, tokenizer, train, task.valid, embedding=embedding, config=config, steps=args.steps, lr=lr,
+                batch_size=8, eval_every=args.eval_every, n_valid=len(task.valid), seed=seed, loss=loss,
+            )
+            if best is None or history.best_loss < best["valid loss"]:
+                best = {"valid loss": history.best_loss, "lr": lr, "step": history.best_step,
+                        "scores": item_scores(injected, tokenizer, task.test, lambda i: [], args.batch_size)}
+                if seed == args.seeds[0]:
+                    alpha = alpha_matrix(injected)
+            injected.unload()
         one_off = extraction + time.perf_counter() - start
-        result[loss] = accuracy(injected, tokenizer, task.test, lambda i: [])
-        result[f"{loss} best"] = history.best_step
+        result[loss], result[f"{loss} choice"] = best["scores"], {k: best[k] for k in ("valid loss", "lr", "step")}
         if args.latency:
+            injected, _ = fit(model, tokenizer, train, task.valid, embedding=embedding, config=config, steps=0,
+                              n_valid=len(task.valid), seed=seed, loss=loss)
             sample = task.test[:8]
             latency = interleaved_latency(
                 injected, tokenizer, [few_shot_prompt(p["input"]) for p in sample],
                 [few_shot_prompt(p["input"], shots(i)) for i, p in enumerate(sample)],
             )
+            injected.unload()
             result[f"{loss} cost"] = (one_off / latency[1], latency[0] / latency[1])
         if seed == args.seeds[0]:
-            plot_head_scores(alpha_matrix(injected), Path(args.out) / f"soft_injection_alpha_{name}_{loss}.png",
+            plot_head_scores(alpha, Path(args.out) / f"soft_injection_alpha_{name}_{loss}.png",
                              title=f"alpha: {name} ({loss} loss)", label="alpha")
-        injected.unload()
-    log(f"{name} seed {seed}: " + " ".join(f"{k} {result[k][0]:.2f}/{result[k][1]:.2f}" for k in ("zero", "icl", *args.losses))
-        + " best steps " + " ".join(f"{loss} {result[f'{loss} best']}" for loss in args.losses))
+    log(f"{name} seed {seed}: " + " ".join(f"{k} {mean(result[k][0]):.2f}/{mean(result[k][1]):.2f}" for k in ("zero", "icl", *args.losses))
+        + " chosen " + " ".join(f"{loss} lr {result[f'{loss} choice']['lr']:g} step {result[f'{loss} choice']['step']}" for loss in args.losses))
     return result
 
 
-def main():
+def comparisons(runs, args) -> dict:
+    """Paired differences over tasks and seeds: each loss against 10-shot ICL and 0-shot, both metrics."""
+    found = {}
+    for loss in args.losses:
+        for baseline in ("icl", "zero"):
+            for metric, index in (("exact match", 1), ("first token", 0)):
+                pairs = [(runs[s][t][loss][index], runs[s][t][baseline][index]) for s in args.seeds for t in args.tasks]
+                found[(loss, baseline, metric)] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs])
+    return found
+
+
+def arguments(argv=None):
+    """The command line (``argv``, default sys.argv), ``--quick`` applied."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--losses", nargs="+", default=["answer", "first_token"], choices=["answer", "first_token"])
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--lrs", nargs="+", type=float, default=[0.067, 0.2, 0.6],
+                        help="learning rates tried, the one with the lowest validation loss kept (the same x1/3, x1, x3 "
+                             "sweep around each method's default as in lofit_vs_peft.py)")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--n-prompts", type=int, default=50)
     parser.add_argument("--n-valid", type=int, default=50)
     parser.add_argument("--n-test", type=int, default=60)
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
     parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
-    parser.add_argument("--append", action="store_true")
+    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
-    parser.add_argument("--json", type=Path, help="also write the table and the per-seed figures here")
-    args = apply_quick(parser.parse_args(), QUICK)
+    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
+    add_model_arguments(parser)
+    return apply_quick(parser.parse_args(argv), QUICK, argv)
+
+
+def main():
+    args = arguments()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
-    model, tokenizer = headwise.load_bundled_model()
+    model, tokenizer = load_model(args)
     log = lambda text: print(text, flush=True)  # noqa: E731
+    began = time.perf_counter()
     runs = {seed: {name: run_task(name, args, model, tokenizer, log, seed) for name in args.tasks} for seed in args.seeds}
 
     columns = [("zero", "0-shot"), ("icl", "10-shot ICL")] + [(loss, f"soft injection, {loss} loss") for loss in args.losses]
@@ -129,27 +174,42 @@ def main():
     for name in args.tasks:
         cells = []
         for key, _ in columns:
-            first = [runs[s][name][key][0] for s in args.seeds]
-            exact = [runs[s][name][key][1] for s in args.seeds]
+            first = [mean(runs[s][name][key][0]) for s in args.seeds]
+            exact = [mean(runs[s][name][key][1]) for s in args.seeds]
             cells.append(f"{mean_spread(first)} / {mean_spread(exact)}")
-        best = " / ".join(",".join(str(runs[s][name][f"{loss} best"]) for s in args.seeds) for loss in args.losses)
+        chosen = " / ".join(",".join(f"{runs[s][name][f'{loss} choice']['lr']:g}@{runs[s][name][f'{loss} choice']['step']}"
+                                     for s in args.seeds) for loss in args.losses)
         if args.latency:
             cost = [runs[s][name][f"{args.losses[0]} cost"] for s in args.seeds]
-            rows.append([name, *cells, best, f"{sum(c[0] for c in cost) / len(cost):.0f}", f"{sum(c[1] for c in cost) / len(cost):.2f}"])
+            rows.append([name, *cells, chosen, f"{mean([c[0] for c in cost]):.0f}", f"{mean([c[1] for c in cost]):.2f}"])
         else:
-            rows.append([name, *cells, best])
-    task_mean = lambda seed, key, i: sum(runs[seed][n][key][i] for n in args.tasks) / len(args.tasks)  # noqa: E731
+            rows.append([name, *cells, chosen])
+    task_mean = lambda seed, key, i: mean([mean(runs[seed][n][key][i]) for n in args.tasks])  # noqa: E731
     rows.append(["**mean**", *(
         f"**{mean_spread([task_mean(s, key, 0) for s in args.seeds], 3)} / {mean_spread([task_mean(s, key, 1) for s in args.seeds], 3)}**"
         for key, _ in columns), "", *(["", ""] if args.latency else [])])
-    header = ["task", *(f"{title} (first / EM)" for _, title in columns), f"best step per seed ({' / '.join(args.losses)})"]
+    header = ["task", *(f"{title} (first / EM)" for _, title in columns), f"chosen lr@step per seed ({' / '.join(args.losses)})"]
     if args.latency:
         header += [f"one-off cost / one 10-shot query ({args.losses[0]})", "query latency / 10-shot"]
-    text = markdown_table(header, rows)
-    settings = (f"{len(args.tasks)} Function Vectors tasks; {args.n_test} test items each; theta: {args.steps} Adam steps "
-                f"(lr 0.2, batch 8), validation on {args.n_valid} items every {args.eval_every} steps, best kept; "
-                f"task embedding from {args.n_prompts} ten-shot prompts, shared by both losses. {seed_note(args.seeds)}")
-    publish("Soft injection vs ICL on SmolLM2-135M-Instruct", settings, text, args, header=header, rows=rows, runs=runs)
+    found = comparisons(runs, args)
+    scope = f"{len(args.tasks)} tasks x {len(args.seeds)} seeds x {args.n_test} items"
+    differences = markdown_table(
+        ["soft injection loss", "baseline", "exact match: difference [95% CI]", "first token: difference [95% CI]"],
+        [[loss, {"icl": "10-shot ICL", "zero": "0-shot"}[b], interval(found[(loss, b, "exact match")]),
+          interval(found[(loss, b, "first token")])] for loss in args.losses for b in ("icl", "zero")])
+    headline = [headline_row("Soft injection vs ICL", f"soft injection ({args.losses[0]} loss), 0-shot prompt", "10-shot ICL",
+                             metric, found[(args.losses[0], "icl", metric)], scope) for metric in ("exact match", "first token")]
+    minutes = (time.perf_counter() - began) / 60
+    settings = (f"{model_note(args)}; {minutes:.0f} min. {len(args.tasks)} Function Vectors tasks; {args.n_test} test and "
+                f"{args.n_valid} validation items per task and seed, the rest for training (benchmarks/splits.py; the "
+                f"manifests are in the JSON). Task embedding from {args.n_prompts} ten-shot prompts of the training split; "
+                f"theta: {args.steps} Adam steps (batch 8) at each lr of {', '.join(f'{lr:g}' for lr in args.lrs)}, validation "
+                f"every {args.eval_every} steps, the lr and step with the lowest validation loss kept. 10-shot ICL: "
+                f"demonstrations drawn per query from the training split. {seed_note(args.seeds)} Per task: first-token "
+                f"mean [min–max] / exact-match mean [min–max].")
+    text = markdown_table(header, rows) + "\n\nPaired differences (same test items), mean over tasks and seeds, 95% bootstrap interval:\n\n" + differences
+    publish("Soft injection vs ICL", settings, text, args, headline=headline, header=header, rows=rows,
+            comparisons={" / ".join(k): v for k, v in found.items()}, runs=runs)
 
 
 if __name__ == "__main__":

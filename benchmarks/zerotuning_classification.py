@@ -1,7 +1,12 @@
-"""ZeroTuning on SmolLM2-135M-Instruct: SST-2, CB, RTE, AG News, 0-shot and few-shot prompts.
+"""ZeroTuning on SST-2, CB, RTE, AG News, 0-shot and few-shot prompts, with and without a BOS initial token.
 
     python benchmarks/zerotuning_classification.py [--tasks sst2 cb rte agnews] [--seeds 0 1 2] [--n-dev 16]
-        [--n-test 64] [--methods untuned supervised unsupervised trained] [--train-lr 0.1] [--append]
+        [--n-test 64] [--methods untuned supervised unsupervised trained] [--initial-tokens prompt bos]
+        [--train-lr 0.1] [--model ...] [--device ...] [--json out.json] [--append]
+
+``--initial-tokens``: ``prompt`` scores the prompts as they are (SmolLM2's tokenizer adds no BOS, so the
+initial token ZeroTuning rescales is the prompt's first word); ``bos`` puts the tokenizer's BOS token first,
+the attention sink the method's premise is about. Every row is run for each.
 
 Rows per set and prompt: the untuned model; supervised ZeroTuning (head indices profiled at gamma=2 on
 dev label accuracy, the dominant kind's top half tuned, one gamma grid-searched on dev); unsupervised
@@ -29,29 +34,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import PLOTS, apply_quick, markdown_table, mean_spread, publish, quick_help, seed_note  # noqa: E402
+from common import (PLOTS, add_model_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
+                    mean_spread, model_note, paired_bootstrap, publish, quick_help, seed_note)
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
-from headwise.experiments.evaluate import label_accuracy  # noqa: E402
+from headwise.experiments.evaluate import generated_label, label_predictions  # noqa: E402
 from headwise.experiments.training import train  # noqa: E402
+from splits import manifest  # noqa: E402
 from zerotuning import ZeroTuningConfig, calibrate, entropy_score, label_accuracy_score, profile_heads, set_gamma  # noqa: E402
 
-QUICK = {"tasks": ["sst2"], "n_test": 20, "n_train": 24, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True}
+QUICK = {"tasks": ["sst2"], "n_test": 20, "n_train": 24, "methods": ["untuned", "unsupervised", "trained"], "zero_shot_only": True,
+         "initial_tokens": ["prompt"]}
 GRID = (0.5, 0.8, 1.0, 1.5, 2.5)
 SHOTS = {"sst2": 2, "cb": 1, "rte": 1, "agnews": 2}
 METHODS = ("untuned", "supervised", "unsupervised", "trained")
 
 
-def scores(model, tokenizer, task, prompts, labels):
-    result = label_accuracy(model, tokenizer, prompts, labels, task.label_words)
-    return result.constrained, result.generated, result.not_a_label
+def scores(model, tokenizer, task, prompts, labels, batch_size: int = 8):
+    """Per item: (label-constrained hit, generated hit, generation is no label word)."""
+    choices, texts = label_predictions(model, tokenizer, prompts, task.label_words, batch_size)
+    generated = [generated_label(text, task.label_words) for text in texts]
+    return ([float(c == y) for c, y in zip(choices, labels)], [float(g == y) for g, y in zip(generated, labels)],
+            [float(g is None) for g in generated])
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
 
 
 @torch.no_grad()
 def overhead(model, tokenizer, prompts, repeats=9):
     """Median forward time of the adapted model over the bare one (adapters disabled), interleaved with the
     order alternating, so that drift in the machine's speed hits both sides alike."""
-    batch = left_padded_batch(tokenizer, prompts[:8])
+    batch = left_padded_batch(tokenizer, prompts[:8], next(model.parameters()).device)
     times = {True: [], False: []}
     for repeat in range(repeats):
         for adapted in ((True, False) if repeat % 2 else (False, True)):
@@ -62,8 +77,20 @@ def overhead(model, tokenizer, prompts, repeats=9):
     return statistics.median(times[True]) / statistics.median(times[False])
 
 
-def run_task(name, args, base, tokenizer, log, seed):
+def task_splits(name: str, seed: int, args):
+    """One set's task (train / dev / test) at ``seed`` and its manifest (what tests/test_benchmark_splits.py checks);
+    dev is the only data any choice (heads, gamma, the trained epoch) sees."""
     task = load_classification(name, n_dev=args.n_dev, n_test=args.n_test, seed=seed)
+    return task, manifest(name, seed, train=task.train[: args.n_train], dev=task.dev, test=task.test)
+
+
+def run_task(name, args, base, tokenizer, log, seed, initial: str):
+    """Every row of one set at one seed with ``initial`` ("prompt" or "bos") first: per-item scores per
+    (prompt kind, method), the forward overhead, and the split's manifest."""
+    task, splits = task_splits(name, seed, args)
+    bos = tokenizer.bos_token if initial == "bos" else ""
+    if initial == "bos" and not bos:
+        raise SystemExit(f"--initial-tokens bos: the tokenizer of {args.model} has no BOS token")
     num_layers = len(headwise.find_head_sites(base))
     model = headwise.wrap(base, ZeroTuningConfig(heads="all"))
     rows, head_choice = {}, None
@@ -75,14 +102,14 @@ def run_task(name, args, base, tokenizer, log, seed):
     ratio = None
     for shots in (0,) if args.zero_shot_only else (0, SHOTS[name]):
         demos = task.demonstrations(shots, seed=seed)
-        dev_prompts = [task.prompt(r, demos) for r in task.dev]
-        test_prompts = [task.prompt(r, demos) for r in task.test]
+        dev_prompts = [bos + task.prompt(r, demos) for r in task.dev]
+        test_prompts = [bos + task.prompt(r, demos) for r in task.test]
         dev_labels, test_labels = [r["label"] for r in task.dev], [r["label"] for r in task.test]
         kind = f"{shots}-shot"
         set_gamma(model, 1.0)
         if "untuned" in args.methods:
             with model.disable_adapter():
-                rows[(kind, "untuned")] = scores(model, tokenizer, task, test_prompts, test_labels)
+                rows[(kind, "untuned")] = scores(model, tokenizer, task, test_prompts, test_labels, args.batch_size)
             stage(f"{kind} untuned scored")
         if "supervised" in args.methods:
             supervised = label_accuracy_score(tokenizer, dev_prompts, dev_labels, task.label_words)
@@ -93,13 +120,14 @@ def run_task(name, args, base, tokenizer, log, seed):
                 stage("heads profiled")
             gamma, _ = calibrate(model, supervised, GRID, heads=head_choice)
             rows[(kind, f"supervised (gamma {gamma:g} on {len(head_choice) // num_layers} head indices)")] = scores(
-                model, tokenizer, task, test_prompts, test_labels
+                model, tokenizer, task, test_prompts, test_labels, args.batch_size
             )
             stage(f"{kind} supervised calibrated and scored")
             set_gamma(model, 1.0)
         if "unsupervised" in args.methods:
             gamma, _ = calibrate(model, entropy_score(tokenizer, dev_prompts, task.label_words), GRID)
-            rows[(kind, f"unsupervised entropy (gamma {gamma:g}, all heads)")] = scores(model, tokenizer, task, test_prompts, test_labels)
+            rows[(kind, f"unsupervised entropy (gamma {gamma:g}, all heads)")] = scores(
+                model, tokenizer, task, test_prompts, test_labels, args.batch_size)
             stage(f"{kind} unsupervised calibrated and scored")
         if shots == 0:
             ratio = overhead(model, tokenizer, test_prompts)
@@ -107,27 +135,30 @@ def run_task(name, args, base, tokenizer, log, seed):
         from datasets import Dataset
 
         set_gamma(model, 1.0)
-        encode = lambda rows: Dataset.from_list([encode_pair(tokenizer, task.prompt(r), task.label_words[r["label"]]) for r in rows])  # noqa: E731
+        encode = lambda rows: Dataset.from_list([encode_pair(tokenizer, bos + task.prompt(r), task.label_words[r["label"]]) for r in rows])  # noqa: E731
         train(model, encode(task.train[: args.n_train]), args.train_lr, epochs=args.train_epochs, batch_size=8, seed=seed,
-              eval_dataset=encode(task.dev))  # the dev items the calibrated rows use: keep the best epoch
-        zero_prompts = [task.prompt(r) for r in task.test]
+              eval_dataset=encode(task.dev), use_cpu=args.device == "cpu")  # the dev items the calibrated rows use: keep the best epoch
+        zero_prompts = [bos + task.prompt(r) for r in task.test]
         rows[("0-shot", f"trained ln gamma (all heads, lr {args.train_lr:g})")] = scores(
-            model.eval(), tokenizer, task, zero_prompts, [r["label"] for r in task.test]
+            model.eval(), tokenizer, task, zero_prompts, [r["label"] for r in task.test], args.batch_size
         )
         stage("ln gamma trained and scored")
     model.unload()
     for (kind, label), (acc, gen, invalid) in rows.items():
-        log(f"{name} {kind} {label}: label {acc:.3f} generated {gen:.3f} (not a label {invalid:.2f})")
-    return rows, ratio
+        log(f"{name} {initial} {kind} {label}: label {mean(acc):.3f} generated {mean(gen):.3f} (not a label {mean(invalid):.2f})")
+    return rows, ratio, splits
 
 
-def main():
+def arguments(argv=None):
+    """The command line (``argv``, default sys.argv), ``--quick`` applied."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["sst2", "cb", "rte", "agnews"])
     parser.add_argument("--n-dev", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=64)
     parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--initial-tokens", nargs="+", default=["prompt", "bos"], choices=["prompt", "bos"],
+                        help="prompt: the prompt's own first token is the initial token; bos: the tokenizer's BOS first")
     parser.add_argument(
         "--train-lr", type=float, default=0.1,
         help="Adam moves ln gamma by about lr a step: 0.1 reaches the calibrated range (|ln gamma| <= 1.9) in ~20 steps",
@@ -136,54 +167,89 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--zero-shot-only", action="store_true", help="skip the few-shot prompts")
     parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
-    parser.add_argument("--append", action="store_true")
+    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
-    parser.add_argument("--json", type=Path, help="also write the table here")
-    args = apply_quick(parser.parse_args(), QUICK)
+    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
+    add_model_arguments(parser)
+    return apply_quick(parser.parse_args(argv), QUICK, argv)
+
+
+def main():
+    args = arguments()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
-    base, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
+    base, tokenizer = load_model(args)
     log = lambda text: print(text, flush=True)  # noqa: E731
-    runs = {seed: {name: run_task(name, args, base, tokenizer, log, seed) for name in args.tasks} for seed in args.seeds}
+    began = time.perf_counter()
+    runs = {initial: {seed: {name: run_task(name, args, base, tokenizer, log, seed, initial) for name in args.tasks}
+                      for seed in args.seeds} for initial in args.initial_tokens}
 
     method_of = lambda label: label.split(" (")[0]  # noqa: E731  the row name without its per-run gamma
-    first = runs[args.seeds[0]]
-    keys = list(dict.fromkeys((kind, method_of(label)) for rows, _ in first.values() for kind, label in rows))
-    table = []
-    for kind, method in keys:
-        cells, per_seed_means = [], {seed: [] for seed in args.seeds}
-        for name in args.tasks:
-            found = []
-            for seed in args.seeds:
-                rows, _ = runs[seed][name]
-                match = [(label, v) for (k, label), v in rows.items() if k == kind and method_of(label) == method]
-                if match:
-                    found.append(match[0])
-                    per_seed_means[seed].append(match[0][1][0])
-            if not found:
-                cells.append("")
-                continue
-            details = [label[len(method):].strip(" ()").split(",")[0] for label, _ in found]
-            gammas = "/".join(d.replace("gamma ", "") for d in details if d.startswith("gamma "))
-            generated = sum(v[1] for _, v in found) / len(found)
-            invalid = sum(v[2] for _, v in found) / len(found)
-            cells.append(f"{mean_spread([v[0] for _, v in found])} / {generated:.2f} ({invalid:.0%} not a label)"
-                         + (f" γ {gammas}" if gammas else ""))
-        complete = all(len(v) == len(args.tasks) for v in per_seed_means.values())
-        overall = mean_spread([sum(v) / len(v) for v in per_seed_means.values()], 3) if complete else ""
-        table.append([kind, method, *cells, overall])
-    header = ["prompt", "method", *[f"{n} (label / generated)" for n in args.tasks], "mean label acc"]
-    text = markdown_table(header, table)
-    ratios = [r for seed in args.seeds for _, r in runs[seed].values() if r is not None]
+    table, items = [], {}
+    for initial in args.initial_tokens:
+        first = runs[initial][args.seeds[0]]
+        keys = list(dict.fromkeys((kind, method_of(label)) for rows, _, _ in first.values() for kind, label in rows))
+        for kind, method in keys:
+            cells, per_seed_means = [], {seed: [] for seed in args.seeds}
+            for name in args.tasks:
+                found = []
+                for seed in args.seeds:
+                    rows = runs[initial][seed][name][0]
+                    match = [(label, v) for (k, label), v in rows.items() if k == kind and method_of(label) == method]
+                    if match:
+                        found.append(match[0])
+                        per_seed_means[seed].append(mean(match[0][1][0]))
+                        items.setdefault((initial, kind, method), []).append(match[0][1][0])
+                if not found:
+                    cells.append("")
+                    continue
+                details = [label[len(method):].strip(" ()").split(",")[0] for label, _ in found]
+                gammas = "/".join(d.replace("gamma ", "") for d in details if d.startswith("gamma "))
+                generated = mean([mean(v[1]) for _, v in found])
+                invalid = mean([mean(v[2]) for _, v in found])
+                cells.append(f"{mean_spread([mean(v[0]) for _, v in found])} / {generated:.2f} ({invalid:.0%} not a label)"
+                             + (f" γ {gammas}" if gammas else ""))
+            complete = all(len(v) == len(args.tasks) for v in per_seed_means.values())
+            overall = mean_spread([mean(v) for v in per_seed_means.values()], 3) if complete else ""
+            table.append([initial, kind, method, *cells, overall])
+    header = ["initial token", "prompt", "method", *[f"{n} (label / generated)" for n in args.tasks], "mean label acc"]
+    comparisons, difference_rows = {}, []
+    for (initial, kind, method), method_items in items.items():
+        reference = items.get((initial, kind, "untuned"))
+        if method != "untuned" and reference is not None and len(reference) == len(method_items):
+            figure = paired_bootstrap(method_items, reference)
+            comparisons[f"{initial} / {kind} / {method}"] = figure
+            difference_rows.append([initial, kind, f"{method} − untuned", interval(figure)])
+    if "prompt" in args.initial_tokens and "bos" in args.initial_tokens:
+        for (initial, kind, method), method_items in items.items():
+            other = items.get(("bos", kind, method))
+            if initial == "prompt" and other is not None and len(other) == len(method_items):
+                figure = paired_bootstrap(other, method_items)
+                comparisons[f"bos vs prompt / {kind} / {method}"] = figure
+                difference_rows.append(["bos − prompt", kind, method, interval(figure)])
+    scope = f"{len(args.tasks)} sets x {len(args.seeds)} seeds x up to {args.n_test} items"
+    headline = [headline_row("ZeroTuning on classification", f"unsupervised ZeroTuning ({initial} first)", "untuned",
+                             "label accuracy, 0-shot", comparisons[key], scope)
+                for initial in args.initial_tokens for key in [f"{initial} / 0-shot / unsupervised entropy"] if key in comparisons]
+    text = (markdown_table(header, table) + "\n\nPaired differences of label-constrained accuracy (same test items), mean "
+            "over sets and seeds, 95% bootstrap interval:\n\n"
+            + markdown_table(["initial token", "prompt", "comparison", "difference [95% CI]"], difference_rows))
+    ratios = [r for initial in runs.values() for seed in initial.values() for _, r, _ in seed.values() if r is not None]
     overheads = f"{min(ratios):.3f}–{max(ratios):.3f} over {len(ratios)} runs" if ratios else "not measured"
-    settings = (f"dev {args.n_dev} items (calibration only), test up to {args.n_test} items (CB: its 56 labelled val rows); "
-                f"few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln gamma: {args.n_train} train prompts, "
-                f"{args.train_epochs:g} epoch(s), lr {args.train_lr:g}; sdpa attention. Label accuracy counts every surface "
-                f"form of a label. {seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean "
-                f"(share of generations that are no label), γ per seed.")
+    minutes = (time.perf_counter() - began) / 60
+    settings = (f"{model_note(args)}; {minutes:.0f} min. Dev {args.n_dev} items (calibration only), test up to {args.n_test} "
+                f"items (CB: its 56 labelled val rows); few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln "
+                f"gamma: {args.n_train} train prompts, {args.train_epochs:g} epoch(s), lr {args.train_lr:g}. Label accuracy "
+                f"counts every surface form of a label. Initial token: 'prompt' = the prompt's first token (no BOS is "
+                f"added by this tokenizer), 'bos' = the tokenizer's BOS token ({tokenizer.bos_token!r}) put first. "
+                f"{seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean (share of "
+                f"generations that are no label), γ per seed.")
     footer = f"Forward-pass overhead, adapted / bare (median of 9 interleaved runs, batch 8): {overheads}"
-    publish("ZeroTuning on classification, SmolLM2-135M-Instruct", settings, text, args, footer=footer,
-            header=header, rows=table, forward_overhead=ratios)
+    splits = {initial: {seed: {name: runs[initial][seed][name][2] for name in args.tasks} for seed in args.seeds}
+              for initial in args.initial_tokens}
+    per_item = {" / ".join(k): v for k, v in items.items()}
+    publish("ZeroTuning on classification", settings, text, args, footer=footer, headline=headline, header=header,
+            rows=table, comparisons=comparisons, forward_overhead=ratios, splits=splits[args.initial_tokens[0]], items=per_item)
 
 
 if __name__ == "__main__":

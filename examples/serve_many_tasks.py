@@ -13,8 +13,8 @@ active (``tests/test_serving.py`` checks it under load).
 
 The built adapters are untrained soft-injection adapters (alpha 0.5 on every head) of few-shot task
 embeddings (``soft_injection.extract_task_embedding``), which needs the reference data: --data-dir or
-$HEADWISE_DATA. ``--adapters DIR`` needs no data. Options: --model, --device, --dtype, --batch-size,
---max-wait-ms, --host, --port (0: any free port; the chosen one is logged).
+$HEADWISE_DATA. ``--adapters DIR`` needs no data. Options: --model, --device, --dtype, --attn-implementation,
+--batch-size, --max-wait-ms, --host, --port (0: any free port; the chosen one is logged).
 
 Calling it::
 
@@ -511,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="bundled name, Hub id or folder of the base model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa", "flash_attention_2"])
     parser.add_argument("--adapters", type=Path, help="serve every saved adapter in this folder (named by subfolder)")
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="Function Vectors tasks to build adapters for")
     parser.add_argument("--data-dir", help="reference data folder (default: $HEADWISE_DATA)")
@@ -529,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import headwise
     from headwise.experiments.data import FUNCTION_VECTORS_TASKS, load_word_pairs
 
-    base, tokenizer = headwise.load_base_model(args.model, dtype=getattr(torch, args.dtype))
+    base, tokenizer = headwise.load_base_model(args.model, dtype=getattr(torch, args.dtype),
+                                               attn_implementation=args.attn_implementation)
     base.to(args.device).eval()
     tasks = [t for t in args.tasks.split(",") if t]
     if args.adapters:

@@ -5,8 +5,11 @@
     accelerate launch examples/train_accelerate.py --method zerotuning --out ...       # on GPUs
 
 ``--model tiny`` (default) builds a small random Llama and a synthetic task, so the multi-process
-tests run in seconds; ``--model smollm2`` trains on the bundled model with a Function Vectors task.
-The global batch is fixed: each of N processes gets ``--global-batch / N`` rows of every step.
+tests run in seconds; any other ``--model`` (``smollm2`` for the bundled one, a bundled name, a Hub id or a
+folder) trains on that model with a Function Vectors task (antonym; needs the reference data, $HEADWISE_DATA).
+``--device cpu`` or ``cuda`` (Accelerate, Trainer and FSDP2 put each process on its own GPU), ``--dtype`` and
+``--attn-implementation`` apply to either. The global batch is fixed (``--batch-size``, also
+``--global-batch``): each of N processes gets ``--batch-size / N`` rows of every step.
 Only the main process writes the checkpoint; every process writes its final adapter tensors and
 losses to ``<out>/rank<i>.*`` so runs can be compared.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +28,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 import headwise
+from _model_args import add_model_arguments, load_model
 from headwise.experiments.data import PaddingCollator, answer_only_example
 from lofit import LofitConfig
 from soft_injection import SoftInjectionConfig, set_task_embedding
@@ -37,14 +42,20 @@ CONFIGS = {
 }
 
 
-def tiny_setup(seed: int):
+def setup(args):
+    """``(model, rows, pad id)`` on the CPU: the tiny model and its task, or ``--model`` with a Function Vectors task."""
+    return tiny_setup(args) if args.model == "tiny" else model_setup(args)
+
+
+def tiny_setup(args):
     """A small random Llama and a task: prompt (3 tokens + separator) -> 2 answer tokens."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    seed = args.seed
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=args.attn_implementation).to(getattr(torch, args.dtype))
     g = torch.Generator().manual_seed(seed)
     rows = []
     for _ in range(64):
@@ -53,11 +64,13 @@ def tiny_setup(seed: int):
     return model, rows, 0
 
 
-def smollm2_setup(seed: int):
+def model_setup(args):
+    """``--model`` (``smollm2``: the bundled one) on the CPU and 256 rows of the antonym task."""
     from headwise.experiments.data import load_word_pairs, training_set
 
-    model, tokenizer = headwise.load_bundled_model(attn_implementation="sdpa")
-    rows = list(training_set(tokenizer, load_word_pairs("antonym", valid=0, test=0.1, seed=seed).train[:256]))
+    name = "smollm2-135m-instruct" if args.model == "smollm2" else args.model
+    model, tokenizer = load_model(argparse.Namespace(**{**vars(args), "model": name, "device": "cpu"}))
+    rows = list(training_set(tokenizer, load_word_pairs("antonym", valid=0, test=0.1, seed=args.seed).train[:256]))
     return model, rows, tokenizer.pad_token_id
 
 
@@ -83,23 +96,25 @@ def first_answer_batches(rows, pad_id):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--method", choices=sorted(CONFIGS), default="lofit")
-    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=["accelerate", "trainer", "fsdp2"], default="accelerate",
                         help="a plain Accelerate loop, transformers.Trainer (LoFiT / ZeroTuning), or torch FSDP2")
+    add_model_arguments(parser, batch_size=8, model="tiny")  # --model tiny: the small random Llama
+    parser.add_argument("--global-batch", dest="batch_size", type=int, help=argparse.SUPPRESS)  # the earlier name
     args = parser.parse_args()
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error("--device must be cpu or cuda here (each process of a launch takes its own GPU)")
     if args.engine == "trainer":
         return train_with_trainer(args)
     if args.engine == "fsdp2":
         return train_with_fsdp2(args)
 
-    # cpu=True where no GPU: Accelerate then runs a torchrun launch as MULTI_CPU (gloo) instead of one process.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model, rows, pad_id = (tiny_setup if args.model == "tiny" else smollm2_setup)(args.seed)
+    # cpu=True: Accelerate then runs a torchrun launch as MULTI_CPU (gloo) instead of one process.
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    model, rows, pad_id = setup(args)
     model = headwise.wrap(model, CONFIGS[args.method]())
     if args.method == "soft_injection":
         sites = headwise.find_head_sites(model)
@@ -107,9 +122,9 @@ def main() -> None:
         collator = first_answer_batches(rows, pad_id)
     else:
         collator = PaddingCollator(pad_id)
-    if args.global_batch % accelerator.num_processes:
-        raise ValueError(f"--global-batch {args.global_batch} must divide by {accelerator.num_processes} processes")
-    loader = DataLoader(rows, batch_size=args.global_batch // accelerator.num_processes, shuffle=False, collate_fn=collator)
+    if args.batch_size % accelerator.num_processes:
+        raise ValueError(f"--batch-size {args.batch_size} must divide by {accelerator.num_processes} processes")
+    loader = DataLoader(rows, batch_size=args.batch_size // accelerator.num_processes, shuffle=False, collate_fn=collator)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
@@ -152,20 +167,23 @@ def train_with_fsdp2(args) -> None:
 
     if args.method == "soft_injection":
         raise SystemExit("use the accelerate engine for soft injection (its own objective)")
-    dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    device = torch.device("cpu") if args.device == "cpu" else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("gloo" if device.type == "cpu" else "nccl")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, rows, pad_id = tiny_setup(args.seed) if args.model == "tiny" else smollm2_setup(args.seed)
-    model = headwise.wrap(model, CONFIGS[args.method]())
+    model, rows, pad_id = setup(args)
+    model = headwise.wrap(model.to(device), CONFIGS[args.method]())
     for layer in model.get_base_model().model.layers:
         fully_shard(layer)
     fully_shard(model)
     # each rank holds only its shard of every adapter parameter (a DTensor): recorded for the test
     shards = {n: [list(p.to_local().shape), list(p.shape)] for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    collate, per_rank, losses = PaddingCollator(pad_id), args.global_batch // world, []
+    collate, per_rank, losses = PaddingCollator(pad_id), args.batch_size // world, []
     for step in range(args.steps):
-        start = (step * args.global_batch) % len(rows) + rank * per_rank
-        loss = model(**collate(rows[start:start + per_rank])).loss
+        start = (step * args.batch_size) % len(rows) + rank * per_rank
+        loss = model(**{k: v.to(device) for k, v in collate(rows[start:start + per_rank]).items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
@@ -177,7 +195,7 @@ def train_with_fsdp2(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        plain, _, _ = tiny_setup(args.seed) if args.model == "tiny" else smollm2_setup(args.seed)
+        plain, _, _ = setup(args)
         plain = headwise.wrap(plain, CONFIGS[args.method]())
         adapter = {k.removeprefix("base_model.model."): v for k, v in full.items() if "headwise_" in k}
         plain.load_state_dict({"base_model.model." + k: v for k, v in adapter.items()}, strict=False)
@@ -198,9 +216,9 @@ def train_with_trainer(args) -> None:
 
     if args.method == "soft_injection":
         raise SystemExit("soft injection fits theta with its own objective (soft_injection.fit), not Trainer")
-    model, rows, pad_id = (tiny_setup if args.model == "tiny" else smollm2_setup)(args.seed)
+    model, rows, pad_id = setup(args)
     model = headwise.wrap(model, CONFIGS[args.method]())
-    world = int(__import__("os").environ.get("WORLD_SIZE", 1))
+    world = int(os.environ.get("WORLD_SIZE", 1))
     losses = []
 
     class RecordLoss(TrainerCallback):
@@ -209,9 +227,9 @@ def train_with_trainer(args) -> None:
                 losses.append(float(logs["loss"]))
 
     training_args = TrainingArguments(
-        output_dir=args.out, per_device_train_batch_size=args.global_batch // world, max_steps=args.steps,
+        output_dir=args.out, per_device_train_batch_size=args.batch_size // world, max_steps=args.steps,
         learning_rate=args.lr, weight_decay=0.0, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
-        report_to=[], use_cpu=True, seed=args.seed, remove_unused_columns=False, ddp_find_unused_parameters=False,
+        report_to=[], use_cpu=args.device == "cpu", seed=args.seed, remove_unused_columns=False, ddp_find_unused_parameters=False,
         disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=PaddingCollator(pad_id),
