@@ -246,7 +246,7 @@ def training_set(tokenizer, pairs: Iterable[dict], template: str = QA_TEMPLATE, 
 
     ``terminator`` (default a newline, as between the shots of ``few_shot_prompt``) is appended to every
     answer and trained on too, so the model learns where the answer ends, not only how it starts
-    (benchmarks/RESULTS.md: exact match rises, first-token accuracy is unchanged). "" trains the answer
+    (benchmarks/HISTORY.md, 2026-11-30: exact match rises, first-token accuracy is unchanged). "" trains the answer
     tokens alone."""
     from datasets import Dataset
 
