@@ -3,7 +3,9 @@
     python examples/icl_regression.py [--seed 4] [--steps 1500] [--batch-size 256]
 
 One layer of two attention heads learns y = beta^T x + eps in context (d = 5, L = 40). Most seeds end as a
-+/- pair of heads (a debiased one-step gradient descent, MSE ~0.25); some stay in a one-head basin (~0.41).
++/- pair of heads (a debiased one-step gradient descent, MSE ~0.25); some end with both heads of one sign, at
+the one-head error (~0.41). benchmarks/icl_regression.py trains until the loss curve is flat before it calls
+that outcome a basin.
 Then: a head gate fitted at a shorter context length against the closed-form optimal scale, and one head
 of the pair ablated. The testbed is its own one-layer model: of the model flags the other examples take, only
 --batch-size (tasks per training step) applies; it runs on the CPU in float32.

@@ -24,8 +24,8 @@ from ..compat import set_attn_implementation
 
 __all__ = [
     "RegressionConfig", "RegressionTransformer", "RegressionOutput", "sample_tasks", "train_regression",
-    "head_roles", "optimal_head_scales", "least_squares_head_scales", "fit_gate_scales", "one_step_gd_mse", "ridge_mse",
-    "evaluate_mse",
+    "train_until_flat", "flatness", "head_roles", "optimal_head_scales", "least_squares_head_scales", "fit_gate_scales",
+    "one_step_gd_mse", "ridge_mse", "evaluate_mse",
 ]
 
 
@@ -166,6 +166,96 @@ def train_regression(
     return model.eval(), losses
 
 
+def flatness(steps: list[int], values: list[float], window: int) -> tuple[float, float]:
+    """``(relative change, relative slope)`` of a curve sampled at ``steps``: the change is ``(mean of the window
+    before - mean of the last window) / mean of the last window`` (positive while it still falls), the slope a
+    least-squares line through both windows, relative to their mean, per 1,000 steps. ``nan`` with fewer than
+    ``2 * window`` points."""
+    if window < 1 or len(values) < 2 * window:
+        return math.nan, math.nan
+    last, before = values[-window:], values[-2 * window:-window]
+    mean_last = sum(last) / window
+    change = (sum(before) / window - mean_last) / mean_last
+    xs, ys = torch.tensor(steps[-2 * window:], dtype=torch.float64), torch.tensor(values[-2 * window:], dtype=torch.float64)
+    xc = xs - xs.mean()
+    slope = float((xc * (ys - ys.mean())).sum() / (xc * xc).sum()) if float((xc * xc).sum()) > 0 else 0.0
+    return float(change), slope * 1000 / float(ys.mean())
+
+
+def train_until_flat(
+    num_heads: int, max_steps: int = 10000, lr: float = 1e-2, decay: str = "plateau", eval_every: int = 100,
+    window: int = 5, tol: float = 5e-3, decays: int = 1, factor: float = 0.1, validation: int = 4096,
+    length: int = 40, dim: int = 5, sigma2: float = 0.1, batch: int = 256, seed: int = 0, init_std: float = 0.05,
+) -> tuple[RegressionTransformer, dict]:
+    """Train the testbed with Adam on fresh tasks until its loss curve is flat, or ``max_steps``.
+
+    Every ``eval_every`` steps the MSE on ``validation`` fixed tasks (float32, drawn once from a seed of their own,
+    apart from the training and test draws) is recorded. The curve is *flat* when the mean of its last ``window``
+    points differs from the mean of the ``window`` before by less than ``tol`` (relative), both windows at the
+    current learning rate. ``decay``: ``"plateau"`` multiplies the learning rate by ``factor`` at each flat point
+    (a step decay), ``decays`` times, and stops at the next flat point; ``"cosine"`` anneals it to ``lr * factor **
+    decays`` over ``max_steps`` and stops at the first flat point; ``"none"`` keeps it and stops at the first flat
+    point. Returns the model and a record: ``losses`` (training MSE per step), ``eval_steps`` / ``eval_mse`` (the
+    validation curve), ``lr_steps`` (where the rate was cut), ``steps``, ``converged`` (stopped flat, not by the
+    cap), ``relative_change`` and ``slope`` (:func:`flatness` of the last two windows: relative, per 1,000 steps).
+    """
+    from ..progress import progress_bar
+
+    if decay not in ("plateau", "cosine", "none"):
+        raise ValueError(f"decay must be 'plateau', 'cosine' or 'none', not {decay!r}")
+    torch.manual_seed(seed)
+    model = RegressionTransformer(RegressionConfig(dim=dim, num_attention_heads=num_heads, init_std=init_std))
+    generator = torch.Generator().manual_seed(seed + 1)
+    held_out = sample_tasks(validation, length, dim, sigma2, torch.Generator().manual_seed(10_000 + seed))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    floor = lr * factor ** decays
+
+    def set_lr(value: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = value
+
+    losses, eval_steps, eval_mse, lr_steps = [], [], [], []
+    since, cuts, converged = 0, 0, False  # since: the first validation point at the current learning rate
+    bar = progress_bar(max_steps, f"in-context regression, H={num_heads}")
+    step = 0
+    while step < max_steps:
+        if decay == "cosine":
+            set_lr(floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max_steps)))
+        inputs, targets = sample_tasks(batch, length, dim, sigma2, generator)
+        loss = model(inputs_embeds=inputs, labels=targets).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        if step % eval_every:
+            continue
+        model.eval()
+        with torch.no_grad():
+            eval_mse.append(float((model(inputs_embeds=held_out[0]).predictions - held_out[1]).pow(2).mean()))
+        model.train()
+        eval_steps.append(step)
+        change, _ = flatness(eval_steps[since:], eval_mse[since:], window)
+        if math.isnan(change) or abs(change) >= tol:
+            continue
+        if decay == "plateau" and cuts < decays:
+            cuts += 1
+            set_lr(lr * factor ** cuts)
+            lr_steps.append(step)
+            since = len(eval_mse)
+            continue
+        converged = True
+        break
+    bar.close()
+    window_at = max(since, len(eval_mse) - 2 * window)
+    change, slope = flatness(eval_steps[window_at:], eval_mse[window_at:], window)
+    record = {"losses": losses, "eval_steps": eval_steps, "eval_mse": eval_mse, "lr_steps": lr_steps, "steps": step,
+              "converged": converged, "relative_change": change, "slope": slope,
+              "final_lr": optimizer.param_groups[0]["lr"]}
+    return model.eval(), record
+
+
 @torch.no_grad()
 def head_roles(model: RegressionTransformer) -> dict[str, torch.Tensor]:
     """Per head: ``omega`` (mean diagonal of the x block of W_K^T W_Q), ``kq_offdiag`` (the rest of that
@@ -196,16 +286,20 @@ def optimal_head_scales(omega: torch.Tensor, length: int, dim: int = 5, sigma2: 
     return torch.linalg.solve(outer + (1 + sigma2) / length * torch.exp(dim * outer), omega).float()
 
 
+_CHUNK = 2000  # tasks per forward pass when evaluating: (2000, H, L+1, L+1) attention stays small at L = 160
+
+
 @torch.no_grad()
 def _head_features(model: RegressionTransformer, inputs: torch.Tensor) -> torch.Tensor:
     """(B, H): each head's contribution to the prediction with its OV scale taken out (phi_h)."""
     from headwise.statistics import capturing_head_inputs
 
-    seen = {}
-    with capturing_head_inputs(model, lambda layer, x: seen.__setitem__("heads", x)):
-        model(inputs_embeds=inputs)
+    seen = []  # the query's head inputs, chunk by chunk (long contexts would otherwise need gigabytes at once)
+    with capturing_head_inputs(model, lambda layer, x: seen.append(x[:, -1])):
+        for chunk in inputs.split(_CHUNK):
+            model(inputs_embeds=chunk)
     attention = model.model.layers[0].self_attn
-    heads = seen["heads"][:, -1].unflatten(-1, (attention.num_heads, attention.head_dim))  # (B, H, hd)
+    heads = torch.cat(seen).unflatten(-1, (attention.num_heads, attention.head_dim))  # (B, H, hd)
     roles = head_roles(model)
     contribution = torch.stack([
         heads[:, h] @ attention.o_proj.weight[-1, h * attention.head_dim:(h + 1) * attention.head_dim] for h in range(attention.num_heads)
@@ -225,7 +319,9 @@ def least_squares_head_scales(model: RegressionTransformer, length: int, samples
 def evaluate_mse(model, length: int = 40, samples: int = 20000, dim: int = 5, sigma2: float = 0.1, seed: int = 123) -> float:
     """Test MSE on fresh tasks (a wrapped model works too)."""
     inputs, targets = sample_tasks(samples, length, dim, sigma2, torch.Generator().manual_seed(seed))
-    return float((model(inputs_embeds=inputs).predictions - targets).pow(2).mean())
+    squared = sum(float((model(inputs_embeds=x).predictions - y).double().pow(2).sum())
+                  for x, y in zip(inputs.split(_CHUNK), targets.split(_CHUNK)))
+    return squared / samples
 
 
 def one_step_gd_mse(length: int = 40, samples: int = 20000, dim: int = 5, sigma2: float = 0.1, seed: int = 123) -> float:
