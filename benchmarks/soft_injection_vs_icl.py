@@ -13,6 +13,11 @@ learning rate and step with the lowest validation loss are kept (test items are 
 first token and greedy exact match; differences to ICL and 0-shot are paired (same items) with a 95% bootstrap
 interval over tasks and seeds. Cost: the one-off extraction + fit time, and per-query latency (one forward pass,
 interleaved, median) as ratios to 10-shot ICL, in the same run.
+
+``--also lora lofit``: PEFT LoRA r=8 and LoFiT (10% of heads) trained on the same training items, with the same
+budget (``--steps`` Adam steps at batch 8, validated every ``--eval-every`` steps, the best check kept), the same
+x1/3, x1, x3 learning-rate sweep around each method's default and the lr chosen by validation loss; their test
+items are the same, so soft injection is compared with each of them by paired differences too.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_e
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
 from soft_injection import SoftInjectionConfig, alpha_matrix, extract_task_embedding, fit  # noqa: E402
 from splits import demonstrations, manifest, word_pair_splits  # noqa: E402
+
+SWEEP = (1 / 3, 1.0, 3.0)
+SAME_EXAMPLES = {"lora": ("PEFT LoRA r=8", 1e-3), "lofit": ("LoFiT 10% heads", 0.2)}  # label, default lr (lofit_vs_peft's)
 
 QUICK = {"tasks": ["antonym"], "losses": ["answer"], "steps": 30, "eval_every": 15, "n_prompts": 12, "n_valid": 12,
          "n_test": 20, "lrs": [0.2], "latency": False}
@@ -82,7 +90,42 @@ def task_splits(name: str, seed: int, args):
     return word_pair_splits(name, seed, None, args.n_valid, args.n_test)
 
 
-def run_task(name, args, model, tokenizer, log, seed):
+def same_examples(method: str, fresh, tokenizer, task, args, seed) -> dict:
+    """PEFT LoRA or LoFiT trained on the task's training items with soft injection's budget and sweep: per lr
+    ``--steps`` steps at batch 8, the best validation check kept; the lr with the lowest validation loss wins."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    from headwise.experiments.data import training_set
+    from headwise.experiments.training import train
+    from headwise.heads import top_k_heads
+    from lofit import select_heads, train_offsets
+    from lofit_vs_peft import validation_loss
+
+    rows, valid_rows = training_set(tokenizer, task.train), training_set(tokenizer, task.valid)
+    schedule = {"max_steps": args.steps, "eval_strategy": "steps", "eval_steps": args.eval_every, "batch_size": 8,
+                "use_cpu": args.device == "cpu"}
+    label, default_lr = SAME_EXAMPLES[method]
+    heads, best = None, None
+    for lr in (default_lr * factor for factor in SWEEP):
+        set_seed(seed)
+        model = fresh()
+        if method == "lora":
+            config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+            model = get_peft_model(model, config)
+            train(model, rows, lr, seed=seed, eval_dataset=valid_rows, **schedule)
+        else:
+            if heads is None:  # phase 1 once per task and seed, on the same training items
+                heads = top_k_heads(select_heads(model, rows, k=0.10, seed=seed, use_cpu=args.device == "cpu").scores, 0.10)
+            model = train_offsets(model, heads, rows, lr=lr, seed=seed, eval_dataset=valid_rows, **schedule)
+        loss = validation_loss(model, valid_rows, args.batch_size)
+        if best is None or loss < best["valid loss"]:
+            best = {"valid loss": loss, "lr": lr, "scores": item_scores(model, tokenizer, task.test, lambda i: [], args.batch_size)}
+        del model
+    return best
+
+
+def run_task(name, args, model, tokenizer, log, seed, fresh=None):
     task = task_splits(name, seed, args)
     train = task.train
     shots = lambda i: demonstrations(train, 10, seed, i)  # noqa: E731  drawn afresh per query
@@ -121,16 +164,21 @@ def run_task(name, args, model, tokenizer, log, seed):
         if seed == args.seeds[0]:
             plot_head_scores(alpha, Path(args.out) / f"soft_injection_alpha_{name}_{loss}.png",
                              title=f"alpha: {name} ({loss} loss)", label="alpha")
-    log(f"{name} seed {seed}: " + " ".join(f"{k} {mean(result[k][0]):.2f}/{mean(result[k][1]):.2f}" for k in ("zero", "icl", *args.losses))
+    for method in args.also:
+        chosen = same_examples(method, fresh, tokenizer, task, args, seed)
+        result[method], result[f"{method} choice"] = chosen["scores"], {k: chosen[k] for k in ("valid loss", "lr")}
+    log(f"{name} seed {seed}: " + " ".join(f"{k} {mean(result[k][0]):.2f}/{mean(result[k][1]):.2f}"
+                                            for k in ("zero", "icl", *args.losses, *args.also))
         + " chosen " + " ".join(f"{loss} lr {result[f'{loss} choice']['lr']:g} step {result[f'{loss} choice']['step']}" for loss in args.losses))
     return result
 
 
 def comparisons(runs, args) -> dict:
-    """Paired differences over tasks and seeds: each loss against 10-shot ICL and 0-shot, both metrics."""
+    """Paired differences over tasks and seeds: each loss against 10-shot ICL, 0-shot and every ``--also`` method
+    trained on the same examples, both metrics."""
     found = {}
     for loss in args.losses:
-        for baseline in ("icl", "zero"):
+        for baseline in ("icl", "zero", *args.also):
             for metric, index in (("exact match", 1), ("first token", 0)):
                 pairs = [(runs[s][t][loss][index], runs[s][t][baseline][index]) for s in args.seeds for t in args.tasks]
                 found[(loss, baseline, metric)] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs])
@@ -151,6 +199,9 @@ def arguments(argv=None):
     parser.add_argument("--n-prompts", type=int, default=50)
     parser.add_argument("--n-valid", type=int, default=50)
     parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--also", nargs="*", default=[], choices=sorted(SAME_EXAMPLES),
+                        help="also train PEFT LoRA r=8 and/or LoFiT (10%% of heads) on the same training items, with the same "
+                             "steps, the same x1/3, x1, x3 lr sweep around their defaults and the lr chosen on validation")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
     parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
     parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
@@ -167,9 +218,11 @@ def main():
     model, tokenizer = load_model(args)
     log = lambda text: print(text, flush=True)  # noqa: E731
     began = time.perf_counter()
-    runs = {seed: {name: run_task(name, args, model, tokenizer, log, seed) for name in args.tasks} for seed in args.seeds}
+    fresh = lambda: load_model(args)[0]  # noqa: E731  a model of its own for every LoRA / LoFiT row
+    runs = {seed: {name: run_task(name, args, model, tokenizer, log, seed, fresh) for name in args.tasks} for seed in args.seeds}
 
-    columns = [("zero", "0-shot"), ("icl", "10-shot ICL")] + [(loss, f"soft injection, {loss} loss") for loss in args.losses]
+    columns = ([("zero", "0-shot"), ("icl", "10-shot ICL")] + [(loss, f"soft injection, {loss} loss") for loss in args.losses]
+               + [(method, f"{SAME_EXAMPLES[method][0]}, same examples") for method in args.also])
     rows = []
     for name in args.tasks:
         cells = []
@@ -195,8 +248,9 @@ def main():
     scope = f"{len(args.tasks)} tasks x {len(args.seeds)} seeds x {args.n_test} items"
     differences = markdown_table(
         ["soft injection loss", "baseline", "exact match: difference [95% CI]", "first token: difference [95% CI]"],
-        [[loss, {"icl": "10-shot ICL", "zero": "0-shot"}[b], interval(found[(loss, b, "exact match")]),
-          interval(found[(loss, b, "first token")])] for loss in args.losses for b in ("icl", "zero")])
+        [[loss, dict(icl="10-shot ICL", zero="0-shot", **{m: f"{SAME_EXAMPLES[m][0]}, same examples" for m in args.also})[b],
+          interval(found[(loss, b, "exact match")]), interval(found[(loss, b, "first token")])]
+         for loss in args.losses for b in ("icl", "zero", *args.also)])
     headline = [headline_row("Soft injection vs ICL", f"soft injection ({args.losses[0]} loss), 0-shot prompt", "10-shot ICL",
                              metric, found[(args.losses[0], "icl", metric)], scope) for metric in ("exact match", "first token")]
     minutes = (time.perf_counter() - began) / 60
@@ -205,7 +259,11 @@ def main():
                 f"manifests are in the JSON). Task embedding from {args.n_prompts} ten-shot prompts of the training split; "
                 f"theta: {args.steps} Adam steps (batch 8) at each lr of {', '.join(f'{lr:g}' for lr in args.lrs)}, validation "
                 f"every {args.eval_every} steps, the lr and step with the lowest validation loss kept. 10-shot ICL: "
-                f"demonstrations drawn per query from the training split. {seed_note(args.seeds)} Per task: first-token "
+                f"demonstrations drawn per query from the training split. "
+                + (f"{', '.join(SAME_EXAMPLES[m][0] for m in args.also)}: the same training items and steps, lr from "
+                   f"x1/3, x1, x3 of {', '.join(f'{SAME_EXAMPLES[m][1]:g}' for m in args.also)} chosen by validation loss"
+                   f"{' (LoFiT: heads from phase 1 on the same items)' if 'lofit' in args.also else ''}. " if args.also else "")
+                + f"{seed_note(args.seeds)} Per task: first-token "
                 f"mean [min–max] / exact-match mean [min–max].")
     text = markdown_table(header, rows) + "\n\nPaired differences (same test items), mean over tasks and seeds, 95% bootstrap interval:\n\n" + differences
     publish("Soft injection vs ICL", settings, text, args, headline=headline, header=header, rows=rows,

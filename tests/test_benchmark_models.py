@@ -20,7 +20,7 @@ NO_PLOT = {"benchmarks/train_cost.py"}  # benchmarks without a plot, so without 
 # (script, its smallest settings): benchmarks also get --json and --out (plots) in a temporary folder
 CASES = [
     ("benchmarks/soft_injection_vs_icl.py", ["--quick", "--steps", "2", "--eval-every", "2", "--n-prompts", "2", "--n-valid", "4",
-                                            "--n-test", "6", "--seeds", "0", "1", "--lrs", "0.2", "0.6"]),
+                                            "--n-test", "6", "--seeds", "0", "1", "--lrs", "0.2", "0.6", "--also", "lora", "lofit"]),
     ("benchmarks/lofit_vs_peft.py", ["--quick", "--n-train", "12", "--n-valid", "4", "--n-test", "6", "--epochs", "1",
                                      "--min-steps", "2", "--seeds", "0", "1", "--sweep", "1", "3"]),
     ("benchmarks/zerotuning_classification.py", ["--quick", "--n-dev", "4", "--n-test", "6", "--n-train", "8", "--seeds", "0",
