@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -59,7 +60,7 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     root = Path(__file__).resolve().parent.parent
     shown = script.relative_to(root) if script.is_relative_to(root) else script
-    return " ".join(["python", str(shown), *sys.argv[1:]])
+    return shlex.join(["python", str(shown), *sys.argv[1:]])  # quoted: the line runs as shown
 
 
 def versions() -> dict[str, str]:
