@@ -227,3 +227,57 @@ def interval(figure: dict, digits: int = 3, scale: float = 1.0) -> str:
     """``+0.123 [0.050, 0.190]``: a paired difference and its 95% interval."""
     low, high = (scale * v for v in figure["ci95"])
     return f"{scale * figure['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+# -- resuming a long run: each task and seed's result kept as it finishes ----------------------------------------
+RESUME_IGNORES = ("resume", "json", "out", "append", "quick", "tasks", "seeds")  # what may change between sessions
+
+
+def add_resume_argument(parser) -> None:
+    parser.add_argument(
+        "--resume", type=Path,
+        help="keep each task and seed's result in this file (JSON lines) as it finishes and skip those already there: "
+             "a run interrupted, or split over sessions (--seeds 0, then --seeds 0 1 2), goes on where it stopped; "
+             "refused if the file was written with other settings")
+
+
+class ResultCache:
+    """Per (task, seed) results of one run's settings, appended to ``path`` (none: nothing kept). Results go
+    through JSON both ways, so a resumed run and a fresh one build their tables from the same values."""
+
+    def __init__(self, path: Path | None, args) -> None:
+        import json
+
+        self.path, self.done = path, {}
+        settings = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in RESUME_IGNORES}, default=str))
+        if path is None:
+            return
+        if path.exists() and path.stat().st_size:
+            lines = path.read_text().splitlines()
+            try:
+                header = json.loads(lines[0])
+                entries = [json.loads(line) for line in lines[1:] if line.strip()]
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"--resume {path}: not a results file this benchmark wrote ({error}); pass a new file")
+            if header.get("settings") != settings:
+                changed = sorted(k for k in set(settings) | set(header.get("settings", {}))
+                                 if settings.get(k) != header.get("settings", {}).get(k))
+                raise SystemExit(f"--resume {path} was written with other settings ({', '.join(changed)}): give the same "
+                                 "flags, or a new file")
+            self.done = {(e["task"], e["seed"]): e["result"] for e in entries}
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"settings": settings}) + "\n")
+
+    def run(self, task: str, seed: int, compute: Callable[[], dict]) -> dict:
+        """The result of ``task`` at ``seed``: from the file if it is there, else ``compute()``'s, then kept."""
+        import json
+
+        if (task, seed) in self.done:
+            return self.done[(task, seed)]
+        result = json.loads(json.dumps(compute()))
+        if self.path is not None:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"task": task, "seed": seed, "result": result}) + "\n")
+        self.done[(task, seed)] = result
+        return result

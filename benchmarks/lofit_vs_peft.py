@@ -33,8 +33,9 @@ from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import (PLOTS, add_model_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
-                    mean_spread, model_note, paired_bootstrap, publish, quick_help, seed_note)
+from common import (PLOTS, ResultCache, add_model_arguments, add_resume_argument, apply_quick, headline_row,  # noqa: E402
+                    interval, load_model, markdown_table, mean_spread, model_note, paired_bootstrap, publish, quick_help,
+                    seed_note)
 from headwise.experiments.data import PaddingCollator, few_shot_prompt, training_set  # noqa: E402
 from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_exact_match  # noqa: E402
 from headwise.experiments.training import pad_token_id_of, train  # noqa: E402
@@ -203,6 +204,7 @@ def arguments(argv=None):
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
     add_model_arguments(parser)
+    add_resume_argument(parser)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 
@@ -215,7 +217,9 @@ def main():
     _, tokenizer = load_model(args)
     base = lambda: load_model(args)[0]  # noqa: E731  a fresh copy for every trained row
 
-    runs = {seed: {task: run_task(task, args, base, tokenizer, log, seed) for task in args.tasks} for seed in args.seeds}
+    cache = ResultCache(args.resume, args)
+    runs = {seed: {task: cache.run(task, seed, lambda: run_task(task, args, base, tokenizer, log, seed))
+                   for task in args.tasks} for seed in args.seeds}
     labels = [label for label in runs[args.seeds[0]][args.tasks[0]] if label != "splits"]
     score = lambda seed, task, label, i: mean(runs[seed][task][label]["scores"][i])  # noqa: E731
     header = ["method", "trainable params"] + [f"{t} (first / EM)" for t in args.tasks] + [

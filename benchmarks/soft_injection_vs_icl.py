@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (PLOTS, add_model_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
-                    mean_spread, model_note, paired_bootstrap, publish, quick_help, seed_note)
+from common import (PLOTS, ResultCache, add_model_arguments, add_resume_argument, apply_quick, headline_row,  # noqa: E402
+                    interval, load_model, markdown_table, mean_spread, model_note, paired_bootstrap, publish, quick_help,
+                    seed_note)
 from headwise.experiments.data import few_shot_prompt, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
@@ -208,6 +209,7 @@ def arguments(argv=None):
     parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
     add_model_arguments(parser)
+    add_resume_argument(parser)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 
@@ -219,7 +221,9 @@ def main():
     log = lambda text: print(text, flush=True)  # noqa: E731
     began = time.perf_counter()
     fresh = lambda: load_model(args)[0]  # noqa: E731  a model of its own for every LoRA / LoFiT row
-    runs = {seed: {name: run_task(name, args, model, tokenizer, log, seed, fresh) for name in args.tasks} for seed in args.seeds}
+    cache = ResultCache(args.resume, args)
+    runs = {seed: {name: cache.run(name, seed, lambda: run_task(name, args, model, tokenizer, log, seed, fresh))
+                   for name in args.tasks} for seed in args.seeds}
 
     columns = ([("zero", "0-shot"), ("icl", "10-shot ICL")] + [(loss, f"soft injection, {loss} loss") for loss in args.losses]
                + [(method, f"{SAME_EXAMPLES[method][0]}, same examples") for method in args.also])

@@ -1,0 +1,57 @@
+"""benchmarks/common.ResultCache: a long benchmark run resumed task by task (--resume)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import ResultCache  # noqa: E402
+
+
+def settings(**changes):
+    values = dict(tasks=["antonym"], seeds=[0], steps=20, lrs=[0.2, 0.6], json=None, resume=None)
+    values.update(changes)
+    return argparse.Namespace(**values)
+
+
+def test_results_are_kept_and_not_computed_again(tmp_path):
+    path = tmp_path / "run.jsonl"
+    calls = []
+
+    def compute(value):
+        def run():
+            calls.append(value)
+            return {"scores": ([1.0, 0.0], [0.0, 0.0]), "choice": {"lr": value}}
+        return run
+
+    first = ResultCache(path, settings())
+    fresh = first.run("antonym", 0, compute(0.2))
+    assert fresh == {"scores": [[1.0, 0.0], [0.0, 0.0]], "choice": {"lr": 0.2}}  # through JSON, as a resumed one
+    # a later session: more seeds and tasks, the same settings otherwise
+    again = ResultCache(path, settings(seeds=[0, 1], tasks=["antonym", "country-capital"], json=Path("x.json")))
+    assert again.run("antonym", 0, compute(99)) == fresh
+    assert again.run("antonym", 1, compute(0.6))["choice"]["lr"] == 0.6
+    assert calls == [0.2, 0.6]
+    assert len(path.read_text().splitlines()) == 3  # the settings line and two results
+
+
+def test_other_settings_are_refused_with_the_flags_named(tmp_path):
+    path = tmp_path / "run.jsonl"
+    ResultCache(path, settings()).run("antonym", 0, lambda: {"a": 1})
+    with pytest.raises(SystemExit, match=r"other settings \(lrs, steps\)"):
+        ResultCache(path, settings(steps=30, lrs=[0.2]))
+
+
+def test_a_file_that_is_no_results_file_is_refused(tmp_path):
+    path = tmp_path / "run.jsonl"
+    path.write_text("not json\n")
+    with pytest.raises(SystemExit, match="not a results file"):
+        ResultCache(path, settings())
+
+
+def test_without_a_file_nothing_is_written(tmp_path):
+    cache = ResultCache(None, settings())
+    assert cache.run("antonym", 0, lambda: {"a": (1, 2)}) == {"a": [1, 2]}
+    assert not list(tmp_path.iterdir())
