@@ -233,6 +233,18 @@ def interval(figure: dict, digits: int = 3, scale: float = 1.0) -> str:
 RESUME_IGNORES = ("resume", "json", "out", "append", "quick", "tasks", "seeds")  # what may change between sessions
 
 
+def add_run_arguments(parser, quick: dict, resume: bool = False) -> None:
+    """The flags the accuracy benchmarks share: --out, --append, --quick (``quick``'s settings), --json, the model
+    flags and, with ``resume``, --resume."""
+    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
+    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
+    parser.add_argument("--quick", action="store_true", help=quick_help(quick))
+    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
+    add_model_arguments(parser)
+    if resume:
+        add_resume_argument(parser)
+
+
 def add_resume_argument(parser) -> None:
     parser.add_argument(
         "--resume", type=Path,

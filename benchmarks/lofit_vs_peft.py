@@ -33,9 +33,8 @@ from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import (PLOTS, ResultCache, add_model_arguments, add_resume_argument, apply_quick, headline_row,  # noqa: E402
-                    interval, load_model, markdown_table, mean_spread, model_note, paired_bootstrap, publish, quick_help,
-                    seed_note)
+from common import (add_run_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
+                    mean_spread, model_note, paired_bootstrap, publish, ResultCache, seed_note)
 from headwise.experiments.data import PaddingCollator, few_shot_prompt, training_set  # noqa: E402
 from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_exact_match  # noqa: E402
 from headwise.experiments.training import pad_token_id_of, train  # noqa: E402
@@ -199,12 +198,7 @@ def arguments(argv=None):
     parser.add_argument("--rows", nargs="+", default=None,
                         help="run only the trained rows whose label contains one of these strings (baselines always run)")
     parser.add_argument("--min-steps", type=int, default=40, help="phase-1 (head selection) steps at least")
-    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
-    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
-    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
-    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
-    add_model_arguments(parser)
-    add_resume_argument(parser)
+    add_run_arguments(parser, QUICK, resume=True)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 

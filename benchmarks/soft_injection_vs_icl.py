@@ -33,9 +33,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (PLOTS, ResultCache, add_model_arguments, add_resume_argument, apply_quick, headline_row,  # noqa: E402
-                    interval, load_model, markdown_table, mean_spread, model_note, paired_bootstrap, publish, quick_help,
-                    seed_note)
+from common import (add_run_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
+                    mean_spread, model_note, paired_bootstrap, publish, ResultCache, seed_note)
 from headwise.experiments.data import few_shot_prompt, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import first_token_hits, greedy_answers, is_exact_match  # noqa: E402
 from headwise.experiments.plots import plot_head_scores  # noqa: E402
@@ -204,12 +203,7 @@ def arguments(argv=None):
                         help="also train PEFT LoRA r=8 and/or LoFiT (10%% of heads) on the same training items, with the same "
                              "steps, the same x1/3, x1, x3 lr sweep around their defaults and the lr chosen on validation")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the per-query latency ratios")
-    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
-    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
-    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
-    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
-    add_model_arguments(parser)
-    add_resume_argument(parser)
+    add_run_arguments(parser, QUICK, resume=True)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 

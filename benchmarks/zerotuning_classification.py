@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
-from common import (PLOTS, add_model_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
-                    mean_spread, model_note, paired_bootstrap, publish, quick_help, seed_note)
+from common import (add_run_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
+                    mean_spread, model_note, paired_bootstrap, publish, seed_note)
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import generated_label, label_predictions  # noqa: E402
@@ -166,11 +166,7 @@ def arguments(argv=None):
     parser.add_argument("--train-epochs", type=float, default=2)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--zero-shot-only", action="store_true", help="skip the few-shot prompts")
-    parser.add_argument("--out", default=str(PLOTS), help="where the plots go")
-    parser.add_argument("--append", action="store_true", help="append the report to benchmarks/HISTORY.md")
-    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
-    parser.add_argument("--json", type=Path, help="write the run (report, splits, per-item scores) here")
-    add_model_arguments(parser)
+    add_run_arguments(parser, QUICK)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 

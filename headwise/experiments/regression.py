@@ -157,13 +157,18 @@ def train_regression(
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
     for _ in progress(range(steps), f"in-context regression, H={num_heads}"):
-        inputs, targets = sample_tasks(batch, length, dim, sigma2, generator)
-        loss = model(inputs_embeds=inputs, labels=targets).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_training_step(model, optimizer, batch, length, dim, sigma2, generator))
     return model.eval(), losses
+
+
+def _training_step(model, optimizer, batch: int, length: int, dim: int, sigma2: float, generator) -> float:
+    """One Adam step on ``batch`` fresh tasks; returns the training MSE."""
+    inputs, targets = sample_tasks(batch, length, dim, sigma2, generator)
+    loss = model(inputs_embeds=inputs, labels=targets).loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def flatness(steps: list[int], values: list[float], window: int) -> tuple[float, float]:
@@ -221,12 +226,7 @@ def train_until_flat(
     while step < max_steps:
         if decay == "cosine":
             set_lr(floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * step / max_steps)))
-        inputs, targets = sample_tasks(batch, length, dim, sigma2, generator)
-        loss = model(inputs_embeds=inputs, labels=targets).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_training_step(model, optimizer, batch, length, dim, sigma2, generator))
         step += 1
         bar.update(1)
         if step % eval_every:
