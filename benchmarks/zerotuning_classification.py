@@ -234,8 +234,11 @@ def main():
     overheads = f"{min(ratios):.3f}–{max(ratios):.3f} over {len(ratios)} runs" if ratios else "not measured"
     minutes = (time.perf_counter() - began) / 60
     settings = (f"{model_note(args)}; {minutes:.0f} min. Dev {args.n_dev} items (calibration only), test up to {args.n_test} "
-                f"items (CB: its 56 labelled val rows); few-shot = {SHOTS} demonstrations; gamma grid {GRID}; trained ln "
-                f"gamma: {args.n_train} train prompts, {args.train_epochs:g} epoch(s), lr {args.train_lr:g}. Label accuracy "
+                f"items (CB: its 56 labelled val rows); few-shot = {SHOTS} demonstrations; gamma grid {GRID}; methods: "
+                f"{', '.join(args.methods)}"
+                + (f"; trained ln gamma: {args.n_train} train prompts, {args.train_epochs:g} epoch(s), lr {args.train_lr:g}"
+                   if "trained" in args.methods else "")
+                + f". Label accuracy "
                 f"counts every surface form of a label. Initial token: 'prompt' = the prompt's first token (no BOS is "
                 f"added by this tokenizer), 'bos' = the tokenizer's BOS token ({tokenizer.bos_token!r}) put first. "
                 f"{seed_note(args.seeds)} Per set: label-constrained mean [min–max] / generated mean (share of "
