@@ -3,8 +3,12 @@ direct logit attribution on the correct answer is negative, scale them down (a f
 head gate), and measure p(correct), accuracy and calibration (ECE) on held-out items, on country -> capital
 and on a second factual task with the same heads (park -> country), against as many random late heads.
 
-    .venv/bin/python benchmarks/factual_recall.py [--seeds 0 1 2] [--heads 4] [--last-layers 6] [--json out.json]
+    .venv/bin/python benchmarks/factual_recall.py [--quick] [--seeds 0 1 2] [--heads 4] [--last-layers 6] [--json out.json]
                                                   [--model ... --device ... --dtype ... --attn-implementation ... --batch-size 32]
+
+Per task and seed (benchmarks/splits.py, manifests in the JSON): 40% train, 20% validation, 40% test. The heads are
+found and the gate trained on country -> capital's training items; the fixed scale is chosen by p(correct) on its
+validation items; every figure is on the test items.
 
 --batch-size: rows per scoring batch; the attribution and the gate's training batches take half as many.
 """
@@ -17,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from common import PLOTS, add_model_arguments, load_model, markdown_table, mean_spread, model_note, publish, seed_note
+from common import (PLOTS, add_model_arguments, apply_quick, load_model, markdown_table, mean_spread, model_note, publish,
+                    quick_help, seed_note)
+from splits import manifest
 
 import headwise
 import interventions as iv
@@ -30,6 +36,8 @@ TASKS = {
     "park-country": "{input} is a national park in the country of",
 }
 SCALES = (0.0, 0.25, 0.5, 0.75)
+VALID, TEST = 0.2, 0.4  # fractions of each task's pairs
+QUICK = {"seeds": [0], "gate_steps": 10}
 
 
 def items(tokenizer, task: str, rows: list[dict]) -> tuple[list[str], torch.Tensor]:
@@ -86,16 +94,28 @@ def train_gate(model, tokenizer, heads, prompts, answers, steps: int, seed: int,
     return gated
 
 
-def main() -> None:
+def task_splits(task: str, seed: int, args):
+    """``task``'s train / validation / test pairs at ``seed`` (what tests/test_benchmark_splits.py checks)."""
+    return load_word_pairs(task, valid=VALID, test=TEST, seed=seed)
+
+
+def arguments(argv=None):
+    """The command line (``argv``, default sys.argv), ``--quick`` applied."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help(QUICK))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--heads", type=int, default=4, help="negative heads to scale down")
     parser.add_argument("--last-layers", type=int, default=6, help="look for them in this many final layers")
     parser.add_argument("--gate-steps", type=int, default=60)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--out", type=Path, default=PLOTS, help="where the plot goes (default benchmarks/plots)")
+    parser.set_defaults(tasks=list(TASKS))
     add_model_arguments(parser, batch_size=32)
-    args = parser.parse_args()
+    return apply_quick(parser.parse_args(argv), QUICK, argv)
+
+
+def main() -> None:
+    args = arguments()
     disable_progress_bars()
     half = max(1, args.batch_size // 2)  # the attribution and gate-training batches (16 by default)
 
@@ -106,6 +126,7 @@ def main() -> None:
     late = [(layer, head) for layer in range(num_layers - last_layers, num_layers) for head in range(num_heads)]
     results: dict[str, dict[str, list]] = {}
     chosen_heads = {}
+    manifests: dict[str, dict] = {}
     dla_maps = []
     fixed_scales = []
 
@@ -114,8 +135,11 @@ def main() -> None:
             results.setdefault(task, {}).setdefault(setting, {}).setdefault(key, []).append(value)
 
     for seed in args.seeds:
-        splits = {task: load_word_pairs(task, valid=0, test=0.4, seed=seed) for task in TASKS}
+        splits = {task: task_splits(task, seed, args) for task in TASKS}
+        for task, drawn in splits.items():
+            manifests[f"{task}/{seed}"] = manifest(task, seed, train=drawn.train, valid=drawn.valid, test=drawn.test)
         train_prompts, train_answers = items(tokenizer, "country-capital", splits["country-capital"].train)
+        valid_prompts, valid_answers = items(tokenizer, "country-capital", splits["country-capital"].valid)
         dla = attribution(model, tokenizer, train_prompts, train_answers, half)
         dla_maps.append(dla)
         ranked = sorted(late, key=lambda pair: float(dla[pair]))
@@ -126,7 +150,7 @@ def main() -> None:
 
         def score(scale, on):
             with iv.patch(model, {pair: scale for pair in on}):
-                return metrics(next_token_logprobs(model, tokenizer, train_prompts, args.batch_size), train_answers)["p_correct"]
+                return metrics(next_token_logprobs(model, tokenizer, valid_prompts, args.batch_size), valid_answers)["p_correct"]
 
         best_scale = max(SCALES, key=lambda s: score(s, heads))
         fixed_scales.append(best_scale)
@@ -150,8 +174,10 @@ def main() -> None:
     iv.plot_attribution(torch.stack(dla_maps), plot, title="DLA on the capital (mean over seeds)", top=args.heads)
     settings = (f"{model_note(args)}. " + seed_note(args.seeds) + f" Heads: the {args.heads} most negative mean DLA on the "
                 f"capital in the last {last_layers} layers, found on the training countries; the fixed scale is the one of "
-                "{0, 0.25, 0.5, 0.75} with the best training p(correct) (per seed: " + ", ".join(f"{s}" for s in fixed_scales)
-                + f"; random heads get the same); scores on the 40% held-out items. Plot: `{plot.name}`.")
+                "{0, 0.25, 0.5, 0.75} with the best validation p(correct) (per seed: " + ", ".join(f"{s}" for s in fixed_scales)
+                + f"; random heads get the same); the gate: {args.gate_steps} Adam steps on the training items. Splits per "
+                f"task and seed: {1 - VALID - TEST:.0%} train, {VALID:.0%} validation, {TEST:.0%} test (manifests in the "
+                f"JSON); every figure is on the test items. Plot: `{plot.name}`.")
     tables = []
     for task in TASKS:
         rows = []
@@ -159,7 +185,7 @@ def main() -> None:
             rows.append([setting, mean_spread(values["p_correct"], 3), mean_spread(values["accuracy"], 3), mean_spread(values["ece"], 3)])
         tables.append(f"## {task}\n\n" + markdown_table(["setting", "p(correct)", "accuracy", "ECE"], rows))
     publish("Factual recall: scaling down negative late heads", settings, "\n\n".join(tables), args, results=results,
-            heads={str(k): v for k, v in chosen_heads.items()})
+            heads={str(k): v for k, v in chosen_heads.items()}, splits=manifests)
 
 
 if __name__ == "__main__":

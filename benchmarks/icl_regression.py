@@ -38,17 +38,6 @@ WHAT = "its own one-layer regression transformer"
 PAPER = "He, Pan, Chen, Yang (ICML 2025, arXiv 2503.12734)"
 
 
-def add_testbed_arguments(parser, batch_size: int = 256) -> None:
-    """The model flags of the other benchmarks, for a script that trains its own model: ``--batch-size`` is its
-    training batch; CPU and float32 only; ``--model`` and ``--attn-implementation`` do not apply."""
-    group = parser.add_argument_group(f"model (this benchmark trains {WHAT}: only --batch-size changes anything)")
-    group.add_argument("--model", help="does not apply (an error if given)")
-    group.add_argument("--device", default="cpu", choices=["cpu"], help="cpu only: the testbed is far too small for a GPU")
-    group.add_argument("--dtype", default="float32", choices=["float32"], help="float32 only")
-    group.add_argument("--attn-implementation", help="does not apply (an error if given)")
-    group.add_argument("--batch-size", type=int, default=batch_size, help="tasks per training step")
-
-
 def _seeds(runs: list[dict]) -> str:
     """'seed 3' or 'seeds 1, 2'."""
     return ("seed " if len(runs) == 1 else "seeds ") + ", ".join(str(r["seed"]) for r in runs)
@@ -123,11 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gate-steps", type=int, default=200, help="Adam steps of each head-gate fit")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--out", type=Path, default=PLOTS, help="where the plot goes (default benchmarks/plots)")
-    add_testbed_arguments(parser)
+    R.add_testbed_arguments(parser, batch_size=256, what=WHAT)
     args = parser.parse_args(argv)
-    for flag in ("model", "attn_implementation"):
-        if getattr(args, flag) is not None:
-            parser.error(f"--{flag.replace('_', '-')} does not apply: this benchmark trains {WHAT}")
+    R.check_testbed_arguments(parser, args, WHAT)
     disable_progress_bars()
     torch.set_num_threads(1)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import re
 import sys
 import time
 import warnings
@@ -155,7 +156,7 @@ def run_task(name, args, base, tokenizer, log, seed):
            ("LoFiT 10% heads, answer tokens only", lofit(0.10, bare=True), args.lofit_lr)] if args.study else []),
         ("LoFiT 10% random heads", random_heads(0.10), args.lofit_lr),
     ]
-    methods = [m for m in methods if not args.rows or any(part in m[0] for part in args.rows)]
+    methods = [m for m in methods if not args.rows or any(re.search(pattern, m[0]) for pattern in args.rows)]
     for label, run, default_lr in methods:
         best = None
         for factor in args.sweep:
@@ -196,7 +197,8 @@ def arguments(argv=None):
     parser.add_argument("--study", action="store_true",
                         help="add LoFiT rows: scale + offset, raw offsets, phase-1 l1 1e-2, phase 1 >= 120 steps, 20%% of heads")
     parser.add_argument("--rows", nargs="+", default=None,
-                        help="run only the trained rows whose label contains one of these strings (baselines always run)")
+                        help="run only the trained rows whose label one of these regular expressions finds (baselines always "
+                             "run); end with $ for a whole label: 'LoFiT 10%% heads$' leaves out the study's variants")
     parser.add_argument("--min-steps", type=int, default=40, help="phase-1 (head selection) steps at least")
     add_run_arguments(parser, QUICK, resume=True)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
@@ -217,7 +219,7 @@ def main():
     labels = [label for label in runs[args.seeds[0]][args.tasks[0]] if label != "splits"]
     score = lambda seed, task, label, i: mean(runs[seed][task][label]["scores"][i])  # noqa: E731
     header = ["method", "trainable params"] + [f"{t} (first / EM)" for t in args.tasks] + [
-        "mean first-token", "mean EM", "chosen lr per seed and task", "train time / LoRA"]
+        "mean first-token", "mean EM", "mean valid loss (chooses)", "chosen lr per seed and task", "train time / LoRA"]
     table = []
     for label in labels:
         cells = [f"{mean_spread([score(s, t, label, 0) for s in args.seeds])} / "
@@ -230,6 +232,7 @@ def main():
                  if trained and LORA in labels else "")
         table.append([label, f"{first['params']:,}" if trained else "0", *cells,
                       mean_spread([task_mean(s, 0) for s in args.seeds], 3), mean_spread([task_mean(s, 1) for s in args.seeds], 3),
+                      f"{mean([runs[s][t][label]['valid loss'] for s in args.seeds for t in args.tasks]):.3f}" if trained else "",
                       lrs, ratio])
     pairs = lambda label, baseline, i: ([runs[s][t][label]["scores"][i] for s in args.seeds for t in args.tasks],  # noqa: E731
                                         [runs[s][t][baseline]["scores"][i] for s in args.seeds for t in args.tasks])
@@ -240,6 +243,11 @@ def main():
             comparisons[f"{ours} / {baseline} / {metric}"] = paired_bootstrap(*pairs(ours, baseline, i))
         difference_rows.append([ours, baseline, interval(comparisons[f"{ours} / {baseline} / exact match"]),
                                 interval(comparisons[f"{ours} / {baseline} / first token"])])
+    for variant in [label for label in labels if ours and label.startswith(ours + ",")]:  # the --study rows
+        for metric, i in (("exact match", 1), ("first token", 0)):
+            comparisons[f"{variant} / {ours} / {metric}"] = paired_bootstrap(*pairs(variant, ours, i))
+        difference_rows.append([variant, ours, interval(comparisons[f"{variant} / {ours} / exact match"]),
+                                interval(comparisons[f"{variant} / {ours} / first token"])])
     scope = f"{len(args.tasks)} tasks x {len(args.seeds)} seeds x {args.n_test} items"
     headline = [headline_row("LoFiT vs PEFT", ours, baseline, "exact match", comparisons[f"{ours} / {baseline} / exact match"], scope)
                 for baseline in (LORA, "untuned 0-shot") if ours and f"{ours} / {baseline} / exact match" in comparisons]
@@ -253,7 +261,8 @@ def main():
                 f"LoFiT {args.lofit_lr:g}), the one with the lowest validation loss kept. Zero-shot `Q: x\\nA:` prompts; 10-shot "
                 f"ICL draws its demonstrations per query. {seed_note(args.seeds)} Per task: first-token mean [min–max] / "
                 f"exact-match mean.")
-    publish("LoFiT vs PEFT, equal tuning", settings, text, args, headline=headline, header=header, rows=table,
+    title = "LoFiT vs PEFT, equal tuning" + (", and the LoFiT recipe study" if args.study else "")
+    publish(title, settings, text, args, headline=headline, header=header, rows=table,
             comparisons=comparisons, runs=runs)
 
 

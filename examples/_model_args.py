@@ -33,21 +33,3 @@ def load_model(args, **overrides):
 def trainer_device(args) -> dict:
     """``TrainingArguments`` keywords that keep a Trainer on ``--device`` (it would move to a GPU it sees)."""
     return {"use_cpu": args.device == "cpu"}
-
-
-def add_testbed_arguments(parser, batch_size: int, what: str) -> None:
-    """The same flags for a script that trains its own small model (``what``): ``--batch-size`` is its training
-    batch; it runs on the CPU in float32, and ``--model`` / ``--attn-implementation`` do not apply."""
-    group = parser.add_argument_group(f"model (this script trains {what}: only --batch-size changes anything)")
-    group.add_argument("--model", help="does not apply (an error if given)")
-    group.add_argument("--device", default="cpu", choices=["cpu"], help="cpu only: the testbed is far too small for a GPU")
-    group.add_argument("--dtype", default="float32", choices=["float32"], help="float32 only")
-    group.add_argument("--attn-implementation", help="does not apply (an error if given)")
-    group.add_argument("--batch-size", type=int, default=batch_size, help="tasks per training step")
-
-
-def check_testbed_arguments(parser, args, what: str) -> None:
-    """Refuse ``--model`` and ``--attn-implementation`` where the script trains its own model."""
-    for flag in ("model", "attn_implementation"):
-        if getattr(args, flag) is not None:
-            parser.error(f"--{flag.replace('_', '-')} does not apply: this script trains {what}")

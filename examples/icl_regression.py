@@ -17,7 +17,6 @@ import argparse
 
 from headwise.experiments import regression as R
 import interventions as iv
-from _model_args import add_testbed_arguments, check_testbed_arguments
 
 WHAT = "its own one-layer regression transformer"
 
@@ -28,9 +27,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--gate-steps", type=int, default=200, help="Adam steps of each head-gate fit")
     parser.add_argument("--samples", type=int, default=20000, help="test tasks per MSE")
-    add_testbed_arguments(parser, batch_size=256, what=WHAT)
+    R.add_testbed_arguments(parser, batch_size=256, what=WHAT)
     args = parser.parse_args()
-    check_testbed_arguments(parser, args, WHAT)
+    R.check_testbed_arguments(parser, args, WHAT)
     model, _ = R.train_regression(num_heads=2, steps=args.steps, lr=1e-2, seed=args.seed, batch=args.batch_size)
     roles = R.head_roles(model)
     samples = args.samples

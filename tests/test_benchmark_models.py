@@ -4,6 +4,7 @@ batch 2, at the smallest settings. Each must exit 0, a benchmark's JSON must nam
 used), and nothing may be written into the checkout (plots go to --out, JSON to --json, examples' out/ to
 the working directory)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ CASES = [
     ("benchmarks/soft_injection_vs_icl.py", ["--quick", "--steps", "2", "--eval-every", "2", "--n-prompts", "2", "--n-valid", "4",
                                             "--n-test", "6", "--seeds", "0", "1", "--lrs", "0.2", "0.6", "--also", "lora", "lofit"]),
     ("benchmarks/lofit_vs_peft.py", ["--quick", "--n-train", "12", "--n-valid", "4", "--n-test", "6", "--epochs", "1",
-                                     "--min-steps", "2", "--seeds", "0", "1", "--sweep", "1", "3"]),
+                                     "--min-steps", "2", "--seeds", "0", "1", "--sweep", "1", "3",
+                                     "--study", "--rows", "LoRA", "LoFiT 10% heads$", "raw offsets"]),
     ("benchmarks/zerotuning_classification.py", ["--quick", "--n-dev", "4", "--n-test", "6", "--n-train", "8", "--seeds", "0",
                                                  "--initial-tokens", "prompt", "bos"]),
     ("benchmarks/overhead.py", ["--quick", "--length", "16"]),
@@ -93,6 +95,10 @@ def test_runs_on_the_model_the_flags_name(script, arguments, tiny_model_dir, sha
         text = result_json.read_text()
         if script not in OWN_MODEL:
             assert str(tiny_model_dir) in text, "the JSON does not name the --model folder"
+    if script == "benchmarks/lofit_vs_peft.py":  # --rows are regular expressions: '$' keeps the other study rows out
+        trained = {label for label in json.loads(text)["runs"]["0"]["country-capital"] if label.startswith(("PEFT", "LoFiT"))}
+        assert trained == {"PEFT LoRA r=8 (q,v)", "LoFiT 10% heads", "LoFiT 10% heads, raw offsets (paper)"}
+        assert "LoFiT 10% heads, raw offsets (paper) / LoFiT 10% heads / exact match" in json.loads(text)["comparisons"]
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import splits  # noqa: E402
 
-SPLITTING = ["lofit_vs_peft", "soft_injection_vs_icl", "zerotuning_classification"]
+SPLITTING = ["lofit_vs_peft", "soft_injection_vs_icl", "zerotuning_classification", "factual_recall"]
 
 
 def manifests_of(module_name: str, argv: list[str]):
