@@ -230,6 +230,8 @@ def main():
             cells.append(f"{mean_spread(first)} / {mean_spread(exact)}")
         chosen = " / ".join(",".join(f"{runs[s][name][f'{loss} choice']['lr']:g}@{runs[s][name][f'{loss} choice']['step']}"
                                      for s in args.seeds) for loss in args.losses)
+        chosen += "".join(f"; {method} " + ",".join(f"{runs[s][name][f'{method} choice']['lr']:.2g}" for s in args.seeds)
+                          for method in args.also)
         if args.latency:
             cost = [runs[s][name][f"{args.losses[0]} cost"] for s in args.seeds]
             rows.append([name, *cells, chosen, f"{mean([c[0] for c in cost]):.0f}", f"{mean([c[1] for c in cost]):.2f}"])
@@ -239,7 +241,8 @@ def main():
     rows.append(["**mean**", *(
         f"**{mean_spread([task_mean(s, key, 0) for s in args.seeds], 3)} / {mean_spread([task_mean(s, key, 1) for s in args.seeds], 3)}**"
         for key, _ in columns), "", *(["", ""] if args.latency else [])])
-    header = ["task", *(f"{title} (first / EM)" for _, title in columns), f"chosen lr@step per seed ({' / '.join(args.losses)})"]
+    header = ["task", *(f"{title} (first / EM)" for _, title in columns),
+              f"chosen lr@step per seed ({' / '.join(args.losses)}{''.join(f'; {m} lr' for m in args.also)})"]
     if args.latency:
         header += [f"one-off cost / one 10-shot query ({args.losses[0]})", "query latency / 10-shot"]
     found = comparisons(runs, args)
@@ -249,8 +252,15 @@ def main():
         [[loss, dict(icl="10-shot ICL", zero="0-shot", **{m: f"{SAME_EXAMPLES[m][0]}, same examples" for m in args.also})[b],
           interval(found[(loss, b, "exact match")]), interval(found[(loss, b, "first token")])]
          for loss in args.losses for b in ("icl", "zero", *args.also)])
-    headline = [headline_row("Soft injection vs ICL", f"soft injection ({args.losses[0]} loss), 0-shot prompt", "10-shot ICL",
-                             metric, found[(args.losses[0], "icl", metric)], scope) for metric in ("exact match", "first token")]
+    title = "Soft injection vs ICL" + (f" and {' and '.join(SAME_EXAMPLES[m][0] for m in args.also)} on the same examples"
+                                       if args.also else "")
+    ours = f"soft injection ({args.losses[0]} loss), 0-shot prompt"
+    if args.also:  # the run's question: against the trained methods (ICL is the 16-task run's headline)
+        headline = [headline_row(title, ours, f"{SAME_EXAMPLES[m][0]}, same examples", "exact match",
+                                 found[(args.losses[0], m, "exact match")], scope) for m in args.also]
+    else:
+        headline = [headline_row(title, ours, "10-shot ICL", metric, found[(args.losses[0], "icl", metric)], scope)
+                    for metric in ("exact match", "first token")]
     minutes = (time.perf_counter() - began) / 60
     settings = (f"{model_note(args)}; {minutes:.0f} min. {len(args.tasks)} Function Vectors tasks; {args.n_test} test and "
                 f"{args.n_valid} validation items per task and seed, the rest for training (benchmarks/splits.py; the "
@@ -264,7 +274,7 @@ def main():
                 + f"{seed_note(args.seeds)} Per task: first-token "
                 f"mean [min–max] / exact-match mean [min–max].")
     text = markdown_table(header, rows) + "\n\nPaired differences (same test items), mean over tasks and seeds, 95% bootstrap interval:\n\n" + differences
-    publish("Soft injection vs ICL", settings, text, args, headline=headline, header=header, rows=rows,
+    publish(title, settings, text, args, headline=headline, header=header, rows=rows,
             comparisons={" / ".join(k): v for k, v in found.items()}, runs=runs)
 
 
