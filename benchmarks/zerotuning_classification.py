@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import headwise  # noqa: E402
 from common import (add_run_arguments, apply_quick, headline_row, interval, load_model, markdown_table,  # noqa: E402
-                    mean_spread, model_note, paired_bootstrap, publish, seed_note)
+                    mean_spread, model_note, paired_bootstrap, publish, ResultCache, seed_note)
 from headwise.experiments.classification import load_classification  # noqa: E402
 from headwise.experiments.data import encode_pair, left_padded_batch  # noqa: E402
 from headwise.experiments.evaluate import generated_label, label_predictions  # noqa: E402
@@ -166,7 +166,7 @@ def arguments(argv=None):
     parser.add_argument("--train-epochs", type=float, default=2)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--zero-shot-only", action="store_true", help="skip the few-shot prompts")
-    add_run_arguments(parser, QUICK)
+    add_run_arguments(parser, QUICK, resume=True)
     return apply_quick(parser.parse_args(argv), QUICK, argv)
 
 
@@ -176,9 +176,22 @@ def main():
     warnings.filterwarnings("ignore")
     base, tokenizer = load_model(args)
     log = lambda text: print(text, flush=True)  # noqa: E731
-    began = time.perf_counter()
-    runs = {initial: {seed: {name: run_task(name, args, base, tokenizer, log, seed, initial) for name in args.tasks}
-                      for seed in args.seeds} for initial in args.initial_tokens}
+    cache = ResultCache(args.resume, args)
+
+    def cached(name, seed, initial):
+        """One set, seed and initial token: from --resume's file if it is there, else run (and kept, with its time)."""
+        def compute():
+            start = time.perf_counter()
+            rows, ratio, splits = run_task(name, args, base, tokenizer, log, seed, initial)
+            return {"rows": [[kind, label, *values] for (kind, label), values in rows.items()], "ratio": ratio,
+                    "splits": splits, "seconds": time.perf_counter() - start}
+        stored = cache.run(f"{name} ({initial} first)", seed, compute)
+        seconds.append(stored["seconds"])
+        return {(kind, label): tuple(values) for kind, label, *values in stored["rows"]}, stored["ratio"], stored["splits"]
+
+    seconds = []
+    runs = {initial: {seed: {name: cached(name, seed, initial) for name in args.tasks} for seed in args.seeds}
+            for initial in args.initial_tokens}
 
     method_of = lambda label: label.split(" (")[0]  # noqa: E731  the row name without its per-run gamma
     table, items = [], {}
@@ -224,15 +237,15 @@ def main():
                 comparisons[f"bos vs prompt / {kind} / {method}"] = figure
                 difference_rows.append(["bos − prompt", kind, method, interval(figure)])
     scope = f"{len(args.tasks)} sets x {len(args.seeds)} seeds x up to {args.n_test} items"
-    headline = [headline_row("ZeroTuning on classification", f"unsupervised ZeroTuning ({initial} first)", "untuned",
-                             "label accuracy, 0-shot", comparisons[key], scope)
-                for initial in args.initial_tokens for key in [f"{initial} / 0-shot / unsupervised entropy"] if key in comparisons]
+    headline = [headline_row("ZeroTuning on classification", f"{key.split(' / ')[2]} ZeroTuning ({initial} first)", "untuned",
+                             "label accuracy, 0-shot", figure, scope)
+                for initial in args.initial_tokens for key, figure in comparisons.items() if key.startswith(f"{initial} / 0-shot / ")]
     text = (markdown_table(header, table) + "\n\nPaired differences of label-constrained accuracy (same test items), mean "
             "over sets and seeds, 95% bootstrap interval:\n\n"
             + markdown_table(["initial token", "prompt", "comparison", "difference [95% CI]"], difference_rows))
     ratios = [r for initial in runs.values() for seed in initial.values() for _, r, _ in seed.values() if r is not None]
     overheads = f"{min(ratios):.3f}–{max(ratios):.3f} over {len(ratios)} runs" if ratios else "not measured"
-    minutes = (time.perf_counter() - began) / 60
+    minutes = sum(seconds) / 60  # the sets' own time, also when --resume spread the run over several invocations
     settings = (f"{model_note(args)}; {minutes:.0f} min. Dev {args.n_dev} items (calibration only), test up to {args.n_test} "
                 f"items (CB: its 56 labelled val rows); few-shot = {SHOTS} demonstrations; gamma grid {GRID}; methods: "
                 f"{', '.join(args.methods)}"

@@ -26,7 +26,7 @@ CASES = [
                                      "--min-steps", "2", "--seeds", "0", "1", "--sweep", "1", "3",
                                      "--study", "--rows", "LoRA", "LoFiT 10% heads$", "raw offsets"]),
     ("benchmarks/zerotuning_classification.py", ["--quick", "--n-dev", "4", "--n-test", "6", "--n-train", "8", "--seeds", "0",
-                                                 "--initial-tokens", "prompt", "bos"]),
+                                                 "--initial-tokens", "prompt", "bos", "--resume", "run.jsonl"]),
     ("benchmarks/overhead.py", ["--quick", "--length", "16"]),
     ("benchmarks/train_cost.py", ["--quick", "--length", "16"]),
     ("benchmarks/scaling.py", ["--repeats", "1", "--length", "64"]),
@@ -95,6 +95,11 @@ def test_runs_on_the_model_the_flags_name(script, arguments, tiny_model_dir, sha
         text = result_json.read_text()
         if script not in OWN_MODEL:
             assert str(tiny_model_dir) in text, "the JSON does not name the --model folder"
+    if "--resume" in arguments:  # a second run reads every result back from the file and builds the same tables
+        again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "scored" not in again.stdout, "the resumed run computed again"
+        assert json.loads(result_json.read_text())["rows"] == json.loads(text)["rows"]
     if script == "benchmarks/lofit_vs_peft.py":  # --rows are regular expressions: '$' keeps the other study rows out
         trained = {label for label in json.loads(text)["runs"]["0"]["country-capital"] if label.startswith(("PEFT", "LoFiT"))}
         assert trained == {"PEFT LoRA r=8 (q,v)", "LoFiT 10% heads", "LoFiT 10% heads, raw offsets (paper)"}
