@@ -260,7 +260,7 @@ class ResultCache:
     def __init__(self, path: Path | None, args) -> None:
         import json
 
-        self.path, self.done = path, {}
+        self.path, self.done, self.reused, self.computed = path, {}, 0, 0
         settings = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in RESUME_IGNORES}, default=str))
         if path is None:
             return
@@ -281,12 +281,21 @@ class ResultCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"settings": settings}) + "\n")
 
+    def time_note(self, minutes: float) -> str:
+        """'12 min', or what the time covers when some results were read back from the file."""
+        if not self.reused:
+            return f"{minutes:.0f} min"
+        return (f"{minutes:.0f} min for {self.computed} of {self.computed + self.reused} task-seed results (the others read "
+                f"back from --resume's file, computed in earlier invocations)")
+
     def run(self, task: str, seed: int, compute: Callable[[], dict]) -> dict:
         """The result of ``task`` at ``seed``: from the file if it is there, else ``compute()``'s, then kept."""
         import json
 
         if (task, seed) in self.done:
+            self.reused += 1
             return self.done[(task, seed)]
+        self.computed += 1
         result = json.loads(json.dumps(compute()))
         if self.path is not None:
             with self.path.open("a") as handle:

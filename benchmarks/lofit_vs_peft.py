@@ -254,7 +254,7 @@ def main():
     minutes = (time.perf_counter() - began) / 60
     text = (markdown_table(header, table) + "\n\nPaired differences (same test items), mean over tasks and seeds, 95% "
             "bootstrap interval:\n\n" + markdown_table(["method", "baseline", "exact match", "first token"], difference_rows))
-    settings = (f"{model_note(args)}; {minutes:.0f} min. Per task and seed: {args.n_train} training, {args.n_valid} validation "
+    settings = (f"{model_note(args)}; {cache.time_note(minutes)}. Per task and seed: {args.n_train} training, {args.n_valid} validation "
                 f"and {args.n_test} test items (benchmarks/splits.py; manifests in the JSON); {args.epochs:g} epochs (batch 8) "
                 f"for every trained method, its best epoch by validation loss kept; learning rates "
                 f"{', '.join(f'{f:.3g}' for f in args.sweep)} x each method's default (LoRA {args.lora_lr:g}, IA3 {args.ia3_lr:g}, "

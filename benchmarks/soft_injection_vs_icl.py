@@ -262,7 +262,7 @@ def main():
         headline = [headline_row(title, ours, "10-shot ICL", metric, found[(args.losses[0], "icl", metric)], scope)
                     for metric in ("exact match", "first token")]
     minutes = (time.perf_counter() - began) / 60
-    settings = (f"{model_note(args)}; {minutes:.0f} min. {len(args.tasks)} Function Vectors tasks; {args.n_test} test and "
+    settings = (f"{model_note(args)}; {cache.time_note(minutes)}. {len(args.tasks)} Function Vectors tasks; {args.n_test} test and "
                 f"{args.n_valid} validation items per task and seed, the rest for training (benchmarks/splits.py; the "
                 f"manifests are in the JSON). Task embedding from {args.n_prompts} ten-shot prompts of the training split; "
                 f"theta: {args.steps} Adam steps (batch 8) at each lr of {', '.join(f'{lr:g}' for lr in args.lrs)}, validation "

@@ -35,6 +35,9 @@ def test_results_are_kept_and_not_computed_again(tmp_path):
     assert again.run("antonym", 1, compute(0.6))["choice"]["lr"] == 0.6
     assert calls == [0.2, 0.6]
     assert len(path.read_text().splitlines()) == 3  # the settings line and two results
+    assert first.time_note(3.2) == "3 min"
+    assert again.time_note(5) == ("5 min for 1 of 2 task-seed results (the others read back from --resume's file, "
+                                  "computed in earlier invocations)")
 
 
 def test_other_settings_are_refused_with_the_flags_named(tmp_path):
