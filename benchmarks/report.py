@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 RESULTS_JSON = HERE / "results"
 # sections in this order; any other JSON in results/ follows, sorted by name
-ORDER = ["soft_injection_vs_icl", "lofit_vs_peft", "zerotuning_classification", "mixed_batches", "overhead",
+ORDER = ["soft_injection_vs_icl", "soft_injection_same_examples", "lofit_vs_peft", "lofit_recipe_study", "zerotuning_classification", "mixed_batches", "overhead",
          "train_cost", "scaling", "circuit_reuse", "factual_recall", "icl_regression"]
 
 PREAMBLE = """# Measured results
@@ -56,10 +57,24 @@ def headline(loaded: list[tuple[str, dict]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, row in rows:
         low, high = row["ci95"]
+        tasks = named_tasks(dict(loaded)[name].get("command", ""))
         lines.append(f"| [{row['benchmark']}](#{anchor(name)}) | {row['method']} | {row['baseline']} | {row['metric']} | "
                      f"{row['method_score']:.3f} | {row['baseline_score']:.3f} | "
-                     f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {row['scope']} |")
+                     f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {row['scope']}{f' ({tasks})' if tasks else ''} |")
     return "\n".join(lines)
+
+
+def named_tasks(command: str) -> str:
+    """The tasks a run's command names with --tasks ('' when it takes the benchmark's default set)."""
+    words = shlex.split(command)
+    if "--tasks" not in words:
+        return ""
+    chosen = []
+    for word in words[words.index("--tasks") + 1:]:
+        if word.startswith("--"):
+            break
+        chosen.append(word)
+    return ", ".join(chosen)
 
 
 def anchor(name: str) -> str:

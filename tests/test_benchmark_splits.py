@@ -96,3 +96,11 @@ def test_paired_bootstrap_interval_holds_the_difference():
     assert figure["ci95"][0] < 0.5 < figure["ci95"][1] and figure["ci95"][0] > 0
     with pytest.raises(ValueError, match="same items"):
         paired_bootstrap([[1, 0]], [[1]])
+
+
+def test_the_headline_names_the_tasks_a_run_chose():
+    import report
+
+    assert report.named_tasks("python b.py --tasks antonym 'country-capital' --seeds 0") == "antonym, country-capital"
+    assert report.named_tasks("python b.py --seeds 0 --tasks antonym") == "antonym"
+    assert report.named_tasks("python b.py --seeds 0") == ""
