@@ -285,6 +285,8 @@ class ResultCache:
         """'12 min', or what the time covers when some results were read back from the file."""
         if not self.reused:
             return f"{minutes:.0f} min"
+        if not self.computed:
+            return f"all {self.reused} task-seed results read back from --resume's file (computed in earlier invocations)"
         return (f"{minutes:.0f} min for {self.computed} of {self.computed + self.reused} task-seed results (the others read "
                 f"back from --resume's file, computed in earlier invocations)")
 

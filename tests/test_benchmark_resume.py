@@ -38,6 +38,9 @@ def test_results_are_kept_and_not_computed_again(tmp_path):
     assert first.time_note(3.2) == "3 min"
     assert again.time_note(5) == ("5 min for 1 of 2 task-seed results (the others read back from --resume's file, "
                                   "computed in earlier invocations)")
+    read_back = ResultCache(path, settings())
+    read_back.run("antonym", 0, compute(99))
+    assert read_back.time_note(0) == "all 1 task-seed results read back from --resume's file (computed in earlier invocations)"
 
 
 def test_other_settings_are_refused_with_the_flags_named(tmp_path):
