@@ -19,8 +19,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 RESULTS_JSON = HERE / "results"
 # sections in this order; any other JSON in results/ follows, sorted by name
-ORDER = ["soft_injection_vs_icl", "soft_injection_same_examples", "lofit_vs_peft", "lofit_recipe_study", "zerotuning_classification", "mixed_batches", "overhead",
-         "train_cost", "scaling", "circuit_reuse", "factual_recall", "icl_regression"]
+ORDER = ["soft_injection_vs_icl", "soft_injection_same_examples", "lofit_vs_peft", "lofit_recipe_study",
+         "zerotuning_classification", "zerotuning_supervised", "mixed_batches", "overhead", "train_cost", "scaling",
+         "circuit_reuse", "factual_recall", "icl_regression"]
 
 PREAMBLE = """# Measured results
 
