@@ -10,6 +10,7 @@ log of earlier runs is HISTORY.md. ``--check`` rebuilds in memory and fails when
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import sys
@@ -56,9 +57,10 @@ def headline(loaded: list[tuple[str, dict]]) -> str:
         return "No run in benchmarks/results/ has headline rows yet."
     lines = ["| benchmark | method | baseline | metric | method | baseline | difference [95% CI] | over |",
              "|---|---|---|---|---|---|---|---|"]
+    tasks_of = {name: named_tasks(run.get("command", "")) for name, run in loaded}
     for name, row in rows:
         low, high = row["ci95"]
-        tasks = named_tasks(dict(loaded)[name].get("command", ""))
+        tasks = tasks_of[name]
         lines.append(f"| [{row['benchmark']}](#{anchor(name)}) | {row['method']} | {row['baseline']} | {row['metric']} | "
                      f"{row['method_score']:.3f} | {row['baseline_score']:.3f} | "
                      f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {row['scope']}{f' ({tasks})' if tasks else ''} |")
@@ -70,12 +72,7 @@ def named_tasks(command: str) -> str:
     words = shlex.split(command)
     if "--tasks" not in words:
         return ""
-    chosen = []
-    for word in words[words.index("--tasks") + 1:]:
-        if word.startswith("--"):
-            break
-        chosen.append(word)
-    return ", ".join(chosen)
+    return ", ".join(itertools.takewhile(lambda word: not word.startswith("--"), words[words.index("--tasks") + 1:]))
 
 
 def anchor(name: str) -> str:
