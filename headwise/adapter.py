@@ -173,8 +173,23 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         """Create ``adapter_name``'s parameters for ``heads`` (query-head indices of this layer)."""
         self.head_index[adapter_name] = torch.tensor(sorted(heads), dtype=torch.long)
         self.create_parameters(adapter_name, len(heads), config)
-        self.to(self.device)  # the method may create its tensors anywhere: they live beside the layer's weights
+        self._move_adapter(adapter_name, self.device)  # the method may create its tensors anywhere
         self.set_adapter(self.active_adapters)
+
+    def _move_adapter(self, adapter_name: str, device: torch.device) -> None:
+        """Put ``adapter_name``'s tensors beside the layer's weights; the other adapters' are not walked, so
+        adding the thousandth adapter costs what adding the first did."""
+        for attribute in (*self.adapter_layer_names, *self.other_param_names):
+            container = getattr(self, attribute, None)
+            if not hasattr(container, "keys") or adapter_name not in container:
+                continue
+            tensor = container[adapter_name]
+            if not isinstance(tensor, torch.Tensor) or tensor.device == device:
+                continue
+            if isinstance(tensor, nn.Parameter):
+                container[adapter_name] = nn.Parameter(tensor.detach().to(device), requires_grad=tensor.requires_grad)
+            else:
+                container[adapter_name] = tensor.to(device)
 
     def applied_adapters(self) -> list[str]:
         """Active adapters of this layer that are not merged into the weights, in application order."""

@@ -57,7 +57,7 @@ def load_adapters(
         raise ValueError(f"one model holds adapters of one method, got {sorted(str(m) for m in methods)}: load each "
                          "method onto its own copy of the base model")
     names = list(folders)
-    with unchanged_on_error(model):
+    with unchanged_on_error(model, covers_nested=True):  # one snapshot for all of them, not one per adapter
         start = 0
         if not hasattr(model, "peft_config"):
             model = from_pretrained(model, str(folders[names[0]]), adapter_name=names[0], allow_nonfinite=allow_nonfinite)

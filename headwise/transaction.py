@@ -13,6 +13,11 @@ Parameter *values* are not copied unless named: ``values=`` takes tensors (e.g. 
 search sets) whose contents are copied too and written back. Code that changes base weights (merging)
 checks everything before it folds anything.
 
+``unchanged_on_error(model, covers_nested=True)`` is one transaction for many steps (loading a
+thousand adapters): calls made inside it on ``model`` or any of its modules take no snapshot of their
+own, since the outer one already puts everything back if the block raises. Use it only where no error
+is caught inside the block.
+
 ``restored_after(model)`` puts the same back whatever happens, for work on a temporary adapter
 (LoFiT's head selection trains one and must leave the model as it found it).
 
@@ -22,6 +27,7 @@ checks everything before it folds anything.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import math
 import numbers
@@ -33,6 +39,7 @@ from torch import nn
 __all__ = ["check_count", "check_positive", "restored_after", "unchanged_on_error"]
 
 _CONTAINERS = (dict, list, set)
+_COVERED: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("headwise_covered_modules", default=frozenset())
 
 
 def _contents(value):
@@ -87,15 +94,24 @@ class _Snapshot:
 
 
 @contextlib.contextmanager
-def unchanged_on_error(model: nn.Module, values: Iterable[torch.Tensor] = ()):
+def unchanged_on_error(model: nn.Module, values: Iterable[torch.Tensor] = (), covers_nested: bool = False):
     """Run the block; if it raises, undo what it did to ``model`` (its modules' attributes, hooks, trainable
-    flags and config, and the contents of the tensors in ``values``), then re-raise."""
+    flags and config, and the contents of the tensors in ``values``), then re-raise. With ``covers_nested``,
+    transactions opened inside the block on ``model`` or its modules are this one (no snapshot of their own)."""
+    values = list(values)
+    if id(model) in _COVERED.get() and not values:
+        yield
+        return
     snapshot = _Snapshot(model, values)
+    token = _COVERED.set(_COVERED.get() | {id(module) for module, _, _ in snapshot.modules}) if covers_nested else None
     try:
         yield
     except BaseException:
         snapshot.restore()
         raise
+    finally:
+        if token is not None:
+            _COVERED.reset(token)
 
 
 @contextlib.contextmanager
