@@ -194,6 +194,7 @@ def test_help_and_argument_errors_answer_without_importing_torch_or_the_library(
     (["train", "zerotuning", "--data", "reviews.csv", "--template", "{review}", "--labels", "no", "yes"],
      "has no column 'review' (its rows have text, label): pass --template"),
     (["train", "lofit", "--model", "bert"], "--model bert is a BertForMaskedLM, not a decoder-only language model"),
+    (["train", "lofit", "--heads", "1000"], "--heads 1000: the model has"),
     (["train", "soft-injection", "--data", "few.jsonl"], "soft injection needs more than --shots (10) rows"),
     (["eval", "out-lofit", "--model", "base", "--baseline", "few-shot=50"], "--baseline few-shot=50 draws 50"),
 ])
@@ -295,3 +296,15 @@ def test_a_uniform_gamma_says_so_in_the_pictures_title(tmp_path):
     from headwise.cli.inspect import read_head_picture
 
     assert read_head_picture(tmp_path).title() == "ZEROTUNING: 12 heads, all at 0.405"  # ln 1.5
+
+
+def test_the_bundled_models_head_count_is_read_from_its_converted_config_when_there(tmp_path, monkeypatch):
+    import headwise.experiments.bundled as bundled
+    from headwise.cli.options import check_decoder
+    from transformers import LlamaConfig
+
+    monkeypatch.setattr(bundled, "cache_root", lambda: tmp_path)
+    assert check_decoder("smollm2-135m-instruct") is None  # not converted yet: --heads is checked after loading
+    LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3).save_pretrained(tmp_path / "smollm2-135m-instruct")
+    config = check_decoder("smollm2-135m-instruct")
+    assert (config.num_hidden_layers, config.num_attention_heads) == (30, 9)

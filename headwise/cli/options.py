@@ -131,14 +131,17 @@ def classification(args, part: str):
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def check_decoder(name_or_path: str) -> None:
-    """Refuse, from its config alone, a model that is no decoder-only causal language model."""
+def check_decoder(name_or_path: str):
+    """Refuse, from its config alone, a model that is no decoder-only causal language model; return the config
+    (None for a bundled model not converted yet)."""
     from transformers import AutoConfig
 
-    from ..experiments.bundled import bundled_name_of
+    from ..experiments.bundled import bundled_name_of, cache_root
 
-    if bundled_name_of(name_or_path) is not None:
-        return
+    bundled = bundled_name_of(name_or_path)
+    if bundled is not None:
+        converted = cache_root() / bundled
+        return AutoConfig.from_pretrained(converted) if (converted / "config.json").exists() else None
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
@@ -152,6 +155,7 @@ def check_decoder(name_or_path: str) -> None:
         kind = architectures[0] if architectures else config.model_type
         raise UserError(f"--model {name_or_path} is a {kind}, not a decoder-only language model: headwise adapts the "
                         "attention heads of causal LMs (AutoModelForCausalLM: Llama, Qwen2, Mistral, GPT-2, ...)")
+    return config
 
 
 def load_model(name_or_path: str, **model_kwargs):

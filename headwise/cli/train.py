@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .options import classification, is_classification, load_model, unescape, word_pairs, write_task_file
+from .options import check_decoder, classification, is_classification, load_model, unescape, word_pairs, write_task_file
 from .report import duration, head_names, table
 
 logger = logging.getLogger("headwise.cli")
@@ -49,6 +49,13 @@ def _heads_count(value: float, num_layers: int, num_heads: int) -> int:
     if value >= 1 and value > total:
         raise UserError(f"--heads {value:g}: the model has {total} heads; give a fraction below 1 or a count up to {total}")
     return max(1, round(value * total)) if value < 1 else int(value)
+
+
+def _check_heads_in_config(args, config) -> None:
+    """``--heads`` against the model's head count read from its config, before the weights load."""
+    layers, heads = (getattr(config, name, None) for name in ("num_hidden_layers", "num_attention_heads"))
+    if isinstance(layers, int) and isinstance(heads, int):
+        _heads_count(args.heads, layers, heads)
 
 
 def _train_lofit(args, rows, model, tokenizer) -> tuple:
@@ -145,6 +152,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         rows = word_pairs(args)
         _check_rows(args, rows)
+    if args.method == "lofit":
+        _check_heads_in_config(args, check_decoder(args.model))
     model, tokenizer = load_model(args.model)
     wrapped, task, summary = TRAINERS[args.method](args, rows, model, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
