@@ -230,7 +230,9 @@ def interval(figure: dict, digits: int = 3, scale: float = 1.0) -> str:
 
 
 # -- resuming a long run: each task and seed's result kept as it finishes ----------------------------------------
-RESUME_IGNORES = ("resume", "json", "out", "append", "quick", "tasks", "seeds")  # what may change between sessions
+# What may change between sessions: where things go, and which results are wanted (tasks, seeds, ZeroTuning's
+# initial tokens: its results are kept under "<set> (<initial> first)", so each is computed alone).
+RESUME_IGNORES = ("resume", "json", "out", "append", "quick", "tasks", "seeds", "initial_tokens")
 
 
 def add_run_arguments(parser, quick: dict, resume: bool = False) -> None:

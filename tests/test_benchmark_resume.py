@@ -61,3 +61,12 @@ def test_without_a_file_nothing_is_written(tmp_path):
     cache = ResultCache(None, settings())
     assert cache.run("antonym", 0, lambda: {"a": (1, 2)}) == {"a": [1, 2]}
     assert not list(tmp_path.iterdir())
+
+
+def test_which_results_are_wanted_may_change_but_not_how_they_are_made(tmp_path):
+    path = tmp_path / "run.jsonl"
+    ResultCache(path, settings(initial_tokens=["prompt", "bos"])).run("sst2 (prompt first)", 0, lambda: {"a": 1})
+    fewer = ResultCache(path, settings(initial_tokens=["prompt"], seeds=[0, 1, 2], tasks=["sst2", "cb"]))
+    assert fewer.run("sst2 (prompt first)", 0, lambda: {"a": 2}) == {"a": 1}
+    with pytest.raises(SystemExit, match=r"other settings \(n_test\)"):
+        ResultCache(path, settings(initial_tokens=["prompt"], n_test=48))
