@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 RESULTS_JSON = HERE / "results"
 # sections in this order; any other JSON in results/ follows, sorted by name
-ORDER = ["soft_injection_vs_icl", "soft_injection_same_examples", "lofit_vs_peft", "lofit_recipe_study",
+ORDER = ["soft_injection_vs_icl", "soft_injection_same_examples", "soft_injection_budget", "lofit_vs_peft", "lofit_recipe_study",
          "zerotuning_classification", "zerotuning_supervised", "mixed_batches", "overhead", "train_cost", "scaling",
          "circuit_reuse", "factual_recall", "icl_regression"]
 
@@ -58,10 +58,12 @@ def headline(loaded: list[tuple[str, dict]]) -> str:
     lines = ["| benchmark | method | baseline | metric | method | baseline | difference [95% CI] | over |",
              "|---|---|---|---|---|---|---|---|"]
     tasks_of = {name: named_tasks(run.get("command", "")) for name, run in loaded}
+    title_of, by_name = titles(loaded), dict(loaded)
     for name, row in rows:
         low, high = row["ci95"]
         tasks = tasks_of[name]
-        lines.append(f"| [{row['benchmark']}](#{anchor(name)}) | {row['method']} | {row['baseline']} | {row['metric']} | "
+        benchmark = title_of[name] if row["benchmark"] == by_name[name]["title"] else row["benchmark"]
+        lines.append(f"| [{benchmark}](#{anchor(name)}) | {row['method']} | {row['baseline']} | {row['metric']} | "
                      f"{row['method_score']:.3f} | {row['baseline_score']:.3f} | "
                      f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {row['scope']}{f' ({tasks})' if tasks else ''} |")
     return "\n".join(lines)
@@ -75,18 +77,41 @@ def named_tasks(command: str) -> str:
     return ", ".join(itertools.takewhile(lambda word: not word.startswith("--"), words[words.index("--tasks") + 1:]))
 
 
+PLACE_FLAGS = ("--json", "--resume", "--out", "--tasks", "--append")  # where a run's files go, and its tasks (shown apart)
+
+
+def flags(command: str) -> dict[str, str]:
+    """The flags a command sets, each with its values as written."""
+    found, words = {}, shlex.split(command)
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            found[word] = " ".join(itertools.takewhile(lambda w: not w.startswith("--"), words[i + 1:]))
+    return found
+
+
+def titles(loaded: list[tuple[str, dict]]) -> dict[str, str]:
+    """Each run's title; runs that share one also name the flags that set them apart (beyond tasks and files)."""
+    out = {}
+    for name, run in loaded:
+        mine = {k: v for k, v in flags(run.get("command", "")).items() if k not in PLACE_FLAGS}
+        others = [flags(r.get("command", "")) for n, r in loaded if n != name and r["title"] == run["title"]]
+        apart = [f"{k} {v}".strip() for k, v in mine.items() if others and any(o.get(k) != v for o in others)]
+        out[name] = f"{run['title']} ({' '.join(apart)})" if apart else run["title"]
+    return out
+
+
 def anchor(name: str) -> str:
     return name.replace("_", "-")
 
 
-def section(name: str, run: dict) -> str:
+def section(name: str, run: dict, title: str) -> str:
     """One run: its title, command, date, machine, versions, then the text the benchmark printed."""
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
     facts = [f"Command: `{run['command']}`", f"Date: {run.get('date', 'unknown')}; machine: {run.get('machine', 'unknown')}"]
     if versions:
         facts.append(f"Versions: {versions}")
     facts.append(f"JSON: `benchmarks/results/{name}.json`")
-    return f'<a id="{anchor(name)}"></a>\n## {run["title"]}\n\n' + "  \n".join(facts) + f"\n\n{run['body'].strip()}\n"
+    return f'<a id="{anchor(name)}"></a>\n## {title}\n\n' + "  \n".join(facts) + f"\n\n{run['body'].strip()}\n"
 
 
 def build(folder: Path = RESULTS_JSON) -> str:
@@ -94,7 +119,8 @@ def build(folder: Path = RESULTS_JSON) -> str:
     parts = [PREAMBLE, "## Headline\n\nEach method against its baseline on the same items: the paired difference "
              "(method − baseline), mean over tasks and seeds, with a 95% bootstrap interval (items resampled within "
              "every task and seed).\n\n" + headline(loaded)]
-    parts += [section(name, run) for name, run in loaded]
+    title_of = titles(loaded)
+    parts += [section(name, run, title_of[name]) for name, run in loaded]
     return "\n".join(part.rstrip() + "\n" for part in parts)
 
 

@@ -104,3 +104,16 @@ def test_the_headline_names_the_tasks_a_run_chose():
     assert report.named_tasks("python b.py --tasks antonym 'country-capital' --seeds 0") == "antonym, country-capital"
     assert report.named_tasks("python b.py --seeds 0 --tasks antonym") == "antonym"
     assert report.named_tasks("python b.py --seeds 0") == ""
+
+
+def test_runs_that_share_a_title_are_told_apart_by_the_flags_they_set():
+    import report
+
+    def run(command, title="Soft injection vs ICL"):
+        return {"title": title, "command": command}
+
+    loaded = [("main", run("python b.py --steps 20 --lrs 0.1 --json a.json")),
+              ("budget", run("python b.py --tasks antonym --steps 40 --lrs 0.1 --resume x --json b.json")),
+              ("other", run("python c.py --steps 40", title="LoFiT vs PEFT"))]
+    assert report.titles(loaded) == {"main": "Soft injection vs ICL (--steps 20)",
+                                     "budget": "Soft injection vs ICL (--steps 40)", "other": "LoFiT vs PEFT"}
