@@ -273,9 +273,9 @@ class ResultCache:
                 entries = [json.loads(line) for line in lines[1:] if line.strip()]
             except json.JSONDecodeError as error:
                 raise SystemExit(f"--resume {path}: not a results file this benchmark wrote ({error}); pass a new file")
-            if header.get("settings") != settings:
-                changed = sorted(k for k in set(settings) | set(header.get("settings", {}))
-                                 if settings.get(k) != header.get("settings", {}).get(k))
+            written = {k: v for k, v in header.get("settings", {}).items() if k not in RESUME_IGNORES}
+            if written != settings:
+                changed = sorted(k for k in set(settings) | set(written) if settings.get(k) != written.get(k))
                 raise SystemExit(f"--resume {path} was written with other settings ({', '.join(changed)}): give the same "
                                  "flags, or a new file")
             self.done = {(e["task"], e["seed"]): e["result"] for e in entries}

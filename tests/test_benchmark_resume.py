@@ -1,6 +1,7 @@
 """benchmarks/common.ResultCache: a long benchmark run resumed task by task (--resume)."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -70,3 +71,6 @@ def test_which_results_are_wanted_may_change_but_not_how_they_are_made(tmp_path)
     assert fewer.run("sst2 (prompt first)", 0, lambda: {"a": 2}) == {"a": 1}
     with pytest.raises(SystemExit, match=r"other settings \(n_test\)"):
         ResultCache(path, settings(initial_tokens=["prompt"], n_test=48))
+    older = tmp_path / "older.jsonl"  # a file whose settings line still names what is now ignored
+    older.write_text(json.dumps({"settings": {"initial_tokens": ["prompt", "bos"], "lrs": [0.2, 0.6], "steps": 20}}) + "\n")
+    ResultCache(older, settings(initial_tokens=["prompt"]))
