@@ -50,15 +50,15 @@ def runs(folder: Path = RESULTS_JSON) -> list[tuple[str, dict]]:
     return loaded
 
 
-def headline(loaded: list[tuple[str, dict]]) -> str:
-    """The headline table: every run's headline rows."""
+def headline(loaded: list[tuple[str, dict]], title_of: dict[str, str]) -> str:
+    """The headline table: every run's headline rows (``title_of``: each run's title as its section shows it)."""
     rows = [(name, row) for name, run in loaded for row in run.get("headline", [])]
     if not rows:
         return "No run in benchmarks/results/ has headline rows yet."
     lines = ["| benchmark | method | baseline | metric | method | baseline | difference [95% CI] | over |",
              "|---|---|---|---|---|---|---|---|"]
     tasks_of = {name: named_tasks(run.get("command", "")) for name, run in loaded}
-    title_of, by_name = titles(loaded), dict(loaded)
+    by_name = dict(loaded)
     for name, row in rows:
         low, high = row["ci95"]
         tasks = tasks_of[name]
@@ -71,10 +71,7 @@ def headline(loaded: list[tuple[str, dict]]) -> str:
 
 def named_tasks(command: str) -> str:
     """The tasks a run's command names with --tasks ('' when it takes the benchmark's default set)."""
-    words = shlex.split(command)
-    if "--tasks" not in words:
-        return ""
-    return ", ".join(itertools.takewhile(lambda word: not word.startswith("--"), words[words.index("--tasks") + 1:]))
+    return ", ".join(shlex.split(flags(command).get("--tasks", "")))
 
 
 PLACE_FLAGS = ("--json", "--resume", "--out", "--tasks", "--append")  # where a run's files go, and its tasks (shown apart)
@@ -85,7 +82,7 @@ def flags(command: str) -> dict[str, str]:
     found, words = {}, shlex.split(command)
     for i, word in enumerate(words):
         if word.startswith("--"):
-            found[word] = " ".join(itertools.takewhile(lambda w: not w.startswith("--"), words[i + 1:]))
+            found[word] = shlex.join(itertools.takewhile(lambda w: not w.startswith("--"), words[i + 1:]))
     return found
 
 
@@ -116,10 +113,10 @@ def section(name: str, run: dict, title: str) -> str:
 
 def build(folder: Path = RESULTS_JSON) -> str:
     loaded = runs(folder)
+    title_of = titles(loaded)
     parts = [PREAMBLE, "## Headline\n\nEach method against its baseline on the same items: the paired difference "
              "(method − baseline), mean over tasks and seeds, with a 95% bootstrap interval (items resampled within "
-             "every task and seed).\n\n" + headline(loaded)]
-    title_of = titles(loaded)
+             "every task and seed).\n\n" + headline(loaded, title_of)]
     parts += [section(name, run, title_of[name]) for name, run in loaded]
     return "\n".join(part.rstrip() + "\n" for part in parts)
 

@@ -176,20 +176,27 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         self._move_adapter(adapter_name, self.device)  # the method may create its tensors anywhere
         self.set_adapter(self.active_adapters)
 
+    def adapter_tensors(self, adapter_name: str) -> list[tuple[str, torch.Tensor]]:
+        """(attribute, tensor) of every parameter and buffer ``adapter_name`` owns on this holder."""
+        found = []
+        for attribute in (*self.adapter_layer_names, *self.other_param_names):
+            container = getattr(self, attribute, None)  # ParameterDict / BufferDict (settings dicts hold no tensors)
+            tensor = container[adapter_name] if hasattr(container, "keys") and adapter_name in container else None
+            if isinstance(tensor, torch.Tensor):
+                found.append((attribute, tensor))
+        return found
+
     def _move_adapter(self, adapter_name: str, device: torch.device) -> None:
         """Put ``adapter_name``'s tensors beside the layer's weights; the other adapters' are not walked, so
         adding the thousandth adapter costs what adding the first did."""
-        for attribute in (*self.adapter_layer_names, *self.other_param_names):
-            container = getattr(self, attribute, None)
-            if not hasattr(container, "keys") or adapter_name not in container:
-                continue
-            tensor = container[adapter_name]
-            if not isinstance(tensor, torch.Tensor) or tensor.device == device:
+        for attribute, tensor in self.adapter_tensors(adapter_name):
+            if tensor.device == device:
                 continue
             if isinstance(tensor, nn.Parameter):
-                container[adapter_name] = nn.Parameter(tensor.detach().to(device), requires_grad=tensor.requires_grad)
+                moved = nn.Parameter(tensor.detach().to(device), requires_grad=tensor.requires_grad)
             else:
-                container[adapter_name] = tensor.to(device)
+                moved = tensor.to(device)
+            getattr(self, attribute)[adapter_name] = moved
 
     def applied_adapters(self) -> list[str]:
         """Active adapters of this layer that are not merged into the weights, in application order."""
@@ -269,13 +276,8 @@ class HeadLayer(nn.Module, BaseTunerLayer, SiteEdit):
         """Identity and version of every tensor ``name`` owns here: a bank built from them is current while these hold."""
         if name not in self.head_index:
             return ()
-        found = []
-        for attribute in (*self.adapter_layer_names, *self.other_param_names):
-            container = getattr(self, attribute, None)
-            tensor = container[name] if hasattr(container, "keys") and name in container else None
-            if isinstance(tensor, torch.Tensor):
-                found.append((attribute, id(tensor), tensor_version(tensor), tensor.device))
-        return tuple(found)
+        return tuple((attribute, id(tensor), tensor_version(tensor), tensor.device)
+                     for attribute, tensor in self.adapter_tensors(name))
 
     def _apply_rows_per_adapter(self, value: torch.Tensor | None, call: AttentionCall, kind: str) -> torch.Tensor | None:
         """The plain path: the method once per distinct adapter of the batch, on that adapter's rows."""

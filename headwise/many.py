@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-import torch
 from torch import nn
 
 from .loading import CONFIG_NAME, AdapterFileError, check_adapter_folder
@@ -75,12 +74,6 @@ def adapter_memory(model: nn.Module, names: Iterable[str] | None = None) -> dict
     wanted = list(getattr(model, "peft_config", {}) if names is None else names)
     sizes = dict.fromkeys(wanted, 0)
     for holder in holders:
-        for attribute in (*holder.adapter_layer_names, *holder.other_param_names):
-            container = getattr(holder, attribute, None)
-            if not hasattr(container, "keys"):  # ParameterDict, BufferDict (settings dicts hold no tensors)
-                continue
-            for name in wanted:
-                tensor = container[name] if name in container else None
-                if isinstance(tensor, torch.Tensor):
-                    sizes[name] += tensor.numel() * tensor.element_size()
+        for name in wanted:
+            sizes[name] += sum(tensor.numel() * tensor.element_size() for _, tensor in holder.adapter_tensors(name))
     return sizes

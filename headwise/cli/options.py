@@ -10,6 +10,7 @@ import logging
 import random
 import re
 from pathlib import Path
+from typing import Callable
 
 from .errors import UserError
 
@@ -158,10 +159,13 @@ def check_decoder(name_or_path: str):
     return config
 
 
-def load_model(name_or_path: str, **model_kwargs):
+def load_model(name_or_path: str, check_config: Callable | None = None, **model_kwargs):
+    """The model and tokenizer, after the config checks (``check_config(config)``: the caller's own) pass."""
     from ..experiments.bundled import load_base_model
 
-    check_decoder(name_or_path)
+    config = check_decoder(name_or_path)
+    if check_config is not None and config is not None:
+        check_config(config)
     logger.info("loading %s", name_or_path)
     try:
         model, tokenizer = load_base_model(name_or_path, **model_kwargs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import time
 from pathlib import Path
 
 from .errors import UserError
-from .options import check_decoder, classification, is_classification, load_model, unescape, word_pairs, write_task_file
+from .options import classification, is_classification, load_model, unescape, word_pairs, write_task_file
 from .report import duration, head_names, table
 
 logger = logging.getLogger("headwise.cli")
@@ -152,9 +153,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         rows = word_pairs(args)
         _check_rows(args, rows)
-    if args.method == "lofit":
-        _check_heads_in_config(args, check_decoder(args.model))
-    model, tokenizer = load_model(args.model)
+    heads_check = functools.partial(_check_heads_in_config, args) if args.method == "lofit" else None
+    model, tokenizer = load_model(args.model, check_config=heads_check)
     wrapped, task, summary = TRAINERS[args.method](args, rows, model, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(str(out))
